@@ -1,0 +1,3 @@
+from dentvlm.cli import main
+
+main()

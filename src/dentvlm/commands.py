@@ -1,0 +1,90 @@
+"""The non-training subcommands (`dentvlm synth`, `dentvlm shard`). Their signatures are the CLI:
+jsonargparse turns each argument into a flag and each docstring line into its help text."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from dentvlm.labels import DEFAULT_CLASSES
+
+
+def synth(out: str, num_checkups: int = 300, seed: int = 0, photo_width: int = 480, photo_height: int = 360,
+          radiograph_width: int = 512, radiograph_height: int = 256) -> None:
+    """Write a synthetic release in the real COde layout (complete_dataset.csv + Images/).
+
+    Args:
+        out: Folder to write (created; must be empty or hold an earlier synthetic release).
+        num_checkups: Number of checkups (rows).
+        seed: Random seed; the same seed writes byte-identical files.
+        photo_width: Width of the intraoral photographs, in pixels.
+        photo_height: Height of the intraoral photographs, in pixels.
+        radiograph_width: Width of the radiographs, in pixels.
+        radiograph_height: Height of the radiographs, in pixels.
+    """
+    from dentvlm.synth import write_synthetic_release
+
+    path = write_synthetic_release(out, num_checkups=num_checkups, seed=seed,
+                                   photo_size=(photo_width, photo_height),
+                                   radiograph_size=(radiograph_width, radiograph_height))
+    print(f"dentvlm synth: wrote {num_checkups} checkups to {path}", file=sys.stderr)
+
+
+def shard(
+    source: str,
+    out: str,
+    source_format: str = "auto",
+    salt: str | None = None,
+    classes: list[str] = list(DEFAULT_CLASSES),
+    val: float = 0.1,
+    test: float = 0.15,
+    seed: int = 0,
+    image_long_side: int = 1024,
+    jpeg_quality: int = 90,
+    max_source_pixels: int = 80_000_000,
+    max_count: int = 1000,
+    max_bytes: int = 1_000_000_000,
+    strict: bool = False,
+    workers: int | None = None,
+    image_root: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Convert a COde release folder or a ShareGPT JSON file into WebDataset shards + manifest.json.
+
+    Args:
+        source: COde release folder (or its complete_dataset.csv), or a ShareGPT .json file.
+        out: Output folder for {train,val,test}-NNNNNN.tar and manifest.json.
+        source_format: auto, code or sharegpt.
+        salt: Secret salt for patient/checkup pseudonyms (default: $DENTVLM_SALT, else a random one
+            per run, which makes keys differ between runs). Never stored in the shards.
+        classes: Label vocabulary of the classification task.
+        val: Validation size: a fraction (< 1) or a number of checkups (>= 1).
+        test: Test size: a fraction (< 1) or a number of checkups (>= 1), e.g. 600.
+        seed: Seed of the patient-level split and of the order within shards.
+        image_long_side: Images are resized so their longer side is at most this.
+        jpeg_quality: JPEG quality of stored images.
+        max_source_pixels: Source images declaring more pixels are rejected (decompression bombs).
+        max_count: Maximum samples per shard.
+        max_bytes: Approximate maximum bytes per shard.
+        strict: Stop at the first bad entry or image instead of skipping and counting it.
+        workers: Image-processing processes (default: all cores).
+        image_root: ShareGPT only: folder that image paths are relative to (default: the JSON's folder).
+        overwrite: Replace shards already in `out`.
+    """
+    from dentvlm.ingest.images import ImagePolicy
+    from dentvlm.sharding import build_shards
+
+    if salt is None:
+        salt = os.environ.get("DENTVLM_SALT")
+    if not salt:
+        salt = secrets.token_hex(16)
+        print("dentvlm shard: no --salt or $DENTVLM_SALT; using a random salt, so pseudonyms will differ "
+              "from any other run", file=sys.stderr)
+    build_shards(
+        Path(source), Path(out), salt=salt, source_format=source_format, classes=classes, val=val, test=test,
+        seed=seed, policy=ImagePolicy(image_long_side, jpeg_quality, max_source_pixels),
+        max_count=max_count, max_bytes=max_bytes, strict=strict, workers=workers,
+        image_root=Path(image_root) if image_root else None, overwrite=overwrite,
+    )

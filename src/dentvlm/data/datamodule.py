@@ -1,0 +1,214 @@
+"""`DentDataModule`: streams dentvlm shards into task-formatted, processor-encoded batches.
+
+Every `__init__` argument is a YAML key under ``data:`` in the configs.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from dentvlm.data.collate import BatchCollator, ChatEncoder
+from dentvlm.data.shards import ShardSample, decode_image
+from dentvlm.data.stream import CheckupStream, ShardRef
+from dentvlm.data.tasks import MODALITIES, TASKS, Example, format_checkup, select_images, task_variant
+from dentvlm.records import MODALITIES as IMAGE_MODALITIES
+from dentvlm.sharding import load_manifest
+
+
+class HasTask:
+    """Picklable predicate: does a shard sample serve this task variant with these classes?"""
+
+    def __init__(self, variant: str, classes: tuple[str, ...]):
+        self.variant, self.classes = variant, classes
+
+    def __call__(self, sample: ShardSample) -> bool:
+        return self.variant in sample.checkup.tasks(self.classes)
+
+
+class ExampleMaker:
+    """Picklable: shard sample -> formatted example -> encoded example (when an encoder is set)."""
+
+    def __init__(self, task: str, classes: tuple[str, ...], multi_label: bool, modality: str,
+                 image_modalities: tuple[str, ...], max_images: int, decode_long_side: int | None,
+                 encoder: ChatEncoder | None):
+        self.task, self.classes, self.multi_label, self.modality = task, classes, multi_label, modality
+        self.image_modalities, self.max_images = image_modalities, max_images
+        self.decode_long_side, self.encoder = decode_long_side, encoder
+
+    def example(self, sample: ShardSample, is_padding: bool = False) -> Example:
+        checkup = sample.checkup
+        if self.task == "chat":  # a conversation's placeholders fix its images
+            indices = list(range(len(checkup.modalities)))
+        elif self.modality == "text":
+            indices = []
+        else:
+            indices = select_images(checkup, self.image_modalities, self.max_images)
+        images = [decode_image(sample.images[i], f"{sample.where} image {i}", self.decode_long_side)
+                  for i in indices]
+        example = format_checkup(checkup, images, self.task, self.classes, self.multi_label, self.modality)
+        example.is_padding = is_padding
+        return example
+
+    def __call__(self, sample: ShardSample, is_padding: bool):
+        example = self.example(sample, is_padding)
+        return self.encoder(example) if self.encoder is not None else example
+
+
+class EpochLoader(DataLoader):
+    """DataLoader that tells its stream the epoch before each pass (workers are rebuilt per pass,
+    so the new epoch reaches them): training shuffles differ per epoch, reproducibly."""
+
+    def __init__(self, dataset: CheckupStream, epoch_fn: Callable[[], int], **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.epoch_fn = epoch_fn
+
+    def __iter__(self):
+        self.dataset.epoch = self.epoch_fn()
+        return super().__iter__()
+
+
+class DentDataModule(L.LightningDataModule):
+    """Shards -> batches for one training task and one or more evaluation tasks.
+
+    Args:
+        shards: Folder with {train,val,test}-*.tar and manifest.json (from `dentvlm shard`).
+        task: Training task: classification, report or chat.
+        eval_tasks: Tasks evaluated on validation/test, one dataloader each (default: [task]).
+        multi_label: Classification answers list every condition; False keeps single-label checkups only.
+        modality: Model input: both (images + text), images, or text.
+        image_modalities: Image kinds to show, in this order (photograph, radiograph).
+        max_images: At most this many images per checkup (the COde files used 8).
+        batch_size: Training batch size per device.
+        eval_batch_size: Validation/test batch size per device (default: batch_size).
+        num_workers: DataLoader worker processes per device.
+        shuffle_buffer: Samples in each worker's shuffle buffer (training).
+        group_by_length: Sort windows of this many batches by length to cut padding (0 or 1: off).
+        seed: Seed of shard order and shuffle buffers (different per rank, worker and epoch).
+        processor_path: Hugging Face processor folder (normally linked to the model path); without
+            one, batches are lists of formatted `Example`s.
+        cutoff_len: Maximum tokens per example.
+        overflow: Over-long examples: drop (logged, replaced by padding) or error.
+        min_pixels: Minimum pixels per image for the processor (None: the processor's own).
+        max_pixels: Maximum pixels per image for the processor (None: the processor's own).
+        decode_long_side: Downscale images at decode time to this long side (None: as stored).
+        train_split: Split used for training.
+        val_split: Split used for validation.
+        test_split: Split used for test and predict.
+    """
+
+    def __init__(
+        self,
+        shards: str = "shards/demo",
+        task: str = "classification",
+        eval_tasks: list[str] | None = None,
+        multi_label: bool = True,
+        modality: str = "both",
+        image_modalities: list[str] = list(IMAGE_MODALITIES),
+        max_images: int = 8,
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        shuffle_buffer: int = 256,
+        group_by_length: int = 8,
+        seed: int = 0,
+        processor_path: str | None = None,
+        cutoff_len: int = 4096,
+        overflow: str = "drop",
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        decode_long_side: int | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        eval_tasks = list(eval_tasks or [task])
+        for name in [task, *eval_tasks]:
+            task_variant(name, multi_label)  # raises on an unknown task
+        if modality not in MODALITIES:
+            raise ValueError(f"data.modality must be one of {MODALITIES}, got {modality!r}")
+        bad = [m for m in image_modalities if m not in IMAGE_MODALITIES]
+        if bad:
+            raise ValueError(f"data.image_modalities: unknown {bad}; expected some of {IMAGE_MODALITIES}")
+        if batch_size < 1 or max_images < 0 or num_workers < 0:
+            raise ValueError("data.batch_size must be >= 1, data.max_images and data.num_workers >= 0")
+        self.shard_dir = Path(shards)
+        self.task, self.eval_tasks = task, eval_tasks
+        self.encoder: ChatEncoder | None = None
+        self.rank, self.world_size = 0, 1
+
+    @functools.cached_property
+    def manifest(self) -> dict:
+        return load_manifest(self.shard_dir)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The label vocabulary, fixed when the shards were built."""
+        return tuple(self.manifest["classes"])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        if self.hparams.processor_path and self.encoder is None:
+            from transformers import AutoProcessor
+
+            processor = AutoProcessor.from_pretrained(self.hparams.processor_path)
+            self.encoder = ChatEncoder(processor, self.hparams.cutoff_len, self.hparams.overflow,
+                                       self.hparams.min_pixels, self.hparams.max_pixels)
+
+    def stream(self, split: str, task: str, training: bool) -> CheckupStream:
+        """The stream of one split and task, distributed for this process."""
+        hp = self.hparams
+        variant = task_variant(task, hp.multi_label)
+        if split not in self.manifest["splits"]:
+            raise ValueError(f"{self.shard_dir}: manifest has no split {split!r}")
+        shards = [
+            ShardRef(str(self.shard_dir / s["file"]), s["tasks"].get(variant, 0))
+            for s in self.manifest["splits"][split]["shards"]
+        ]
+        maker = ExampleMaker(task, self.classes, hp.multi_label, hp.modality, tuple(hp.image_modalities),
+                             hp.max_images, hp.decode_long_side, self.encoder)
+        stream = CheckupStream(
+            [s for s in shards if s.eligible], HasTask(variant, self.classes), maker,
+            batch_size=hp.batch_size if training else (hp.eval_batch_size or hp.batch_size),
+            training=training, seed=hp.seed, shuffle_buffer=hp.shuffle_buffer,
+            group_by_length=hp.group_by_length if training and self.encoder else 0, length_of=len,
+        )
+        stream.distribute(self.rank, self.world_size, hp.num_workers)
+        return stream
+
+    def _loader(self, stream: CheckupStream) -> EpochLoader:
+        collate = BatchCollator(self.encoder.pad_id) if self.encoder is not None else list
+        return EpochLoader(
+            stream, epoch_fn=self._current_epoch, batch_size=stream.batch_size,
+            num_workers=self.hparams.num_workers, collate_fn=collate, persistent_workers=False,
+        )
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.stream(self.hparams.train_split, self.task, training=True))
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.stream(self.hparams.val_split, t, training=False)) for t in self.eval_tasks]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.stream(self.hparams.test_split, t, training=False)) for t in self.eval_tasks]
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self.test_dataloader()
+
+    def split_size(self, split: str, task: str) -> int:
+        """Eligible samples of `split` for `task`, from the manifest."""
+        variant = task_variant(task, self.hparams.multi_label)
+        return self.manifest["splits"][split]["tasks"].get(variant, 0)
+
+
+__all__ = ["DentDataModule", "TASKS"]

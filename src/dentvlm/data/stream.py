@@ -1,0 +1,195 @@
+"""A webdataset stream split over ranks and DataLoader workers with equal batch counts everywhere.
+
+Uneven ranks are the classic webdataset hang under DDP/FSDP: one rank runs out of data and stops
+calling the collectives the others wait in. Here every worker of every rank yields exactly
+`samples_per_worker` samples (a multiple of the batch size), known before reading from the
+manifest's per-shard counts:
+
+- evaluation, and training with fewer shards than workers: every worker reads the shards in the
+  same order and keeps eligible sample i when i % total_workers == its global id (each sample
+  exactly once); workers short of samples repeat their own samples, flagged as padding.
+- training with at least as many shards as workers: shards are dealt out round-robin from a
+  per-epoch permutation; workers stop at the common length or pad up to it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset
+from webdataset.filters import _shuffle
+
+from dentvlm.data.shards import ShardSample, iter_shard
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """A shard file and how many of its samples serve the stream's task."""
+
+    path: str
+    eligible: int
+
+
+class CheckupStream(IterableDataset):
+    """Iterable dataset of examples built by `make_example` from the eligible samples of `shards`.
+
+    Args:
+        shards: The split's shards with their eligible-sample counts (from the manifest).
+        eligible: Predicate on a shard sample; must agree with the manifest's counts.
+        make_example: Builds the example (decode, format, encode); second argument is `is_padding`.
+            It returns None to drop a sample, whose place is then filled with padding.
+        batch_size: Per-device batch size; each worker yields whole batches.
+        training: Shuffle (per epoch, per rank and worker) and deal out shards when there are enough.
+        seed: Base seed of every shuffle.
+        shuffle_buffer: Samples held by each worker's shuffle buffer (training only).
+        group_by_length: When > 1, sort each window of `group_by_length` batches by `length_of`
+            so batches hold similar lengths (less padding), then shuffle the batch order.
+        length_of: Length of an example, used by `group_by_length`.
+    """
+
+    def __init__(
+        self,
+        shards: list[ShardRef],
+        eligible: Callable[[ShardSample], bool],
+        make_example: Callable[[ShardSample, bool], Any],
+        batch_size: int,
+        training: bool,
+        seed: int = 0,
+        shuffle_buffer: int = 256,
+        group_by_length: int = 0,
+        length_of: Callable[[Any], int] | None = None,
+    ):
+        self.shards, self.eligible, self.make_example = shards, eligible, make_example
+        self.batch_size, self.training, self.seed = batch_size, training, seed
+        self.shuffle_buffer, self.group_by_length, self.length_of = shuffle_buffer, group_by_length, length_of
+        self.rank, self.world_size, self.num_workers, self.epoch = 0, 1, 0, 0
+
+    def distribute(self, rank: int, world_size: int, num_workers: int) -> None:
+        """Set this process's place; call before the DataLoader is built."""
+        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
+
+    @property
+    def total_eligible(self) -> int:
+        return sum(s.eligible for s in self.shards)
+
+    @property
+    def total_workers(self) -> int:
+        return self.world_size * max(1, self.num_workers)
+
+    @property
+    def samples_per_worker(self) -> int:
+        """Samples every worker yields: its fair share, rounded up to whole batches."""
+        share = math.ceil(self.total_eligible / self.total_workers)
+        return math.ceil(share / self.batch_size) * self.batch_size
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (all of its workers together)."""
+        return max(1, self.num_workers) * self.samples_per_worker
+
+    def _deal_shards(self) -> bool:
+        if not self.training or len(self.shards) < self.total_workers:
+            return False
+        # Every worker needs at least one eligible sample of its own to pad with.
+        order = self._shard_order()
+        return all(sum(s.eligible for s in order[g :: self.total_workers]) for g in range(self.total_workers))
+
+    def _shard_order(self) -> list[ShardRef]:
+        order = list(self.shards)
+        if self.training:  # same permutation on every rank and worker: the deal must not overlap
+            random.Random(f"{self.seed}:shards:{self.epoch}").shuffle(order)
+        return order
+
+    def _global_worker(self) -> int:
+        info = torch.utils.data.get_worker_info()
+        workers = info.num_workers if info else 0
+        if workers != self.num_workers:
+            raise RuntimeError(f"stream set up for {self.num_workers} workers, DataLoader runs {workers}")
+        return self.rank * max(1, self.num_workers) + (info.id if info else 0)
+
+    def __iter__(self) -> Iterator[Any]:
+        worker = self._global_worker()
+        length = self.samples_per_worker
+        own = self._own_samples(worker)
+        if self.training:
+            rng = random.Random(f"{self.seed}:buffer:{self.epoch}:{worker}")
+            own = _shuffle(own, bufsize=self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
+        examples = self._padded(own, length, worker)
+        if self.group_by_length > 1 and self.length_of is not None:
+            examples = self._grouped(examples, random.Random(f"{self.seed}:groups:{self.epoch}:{worker}"))
+        yield from examples
+
+    def _own_samples(self, worker: int) -> Iterator[ShardSample]:
+        total = self.total_workers
+        if self._deal_shards():
+            for shard in self._shard_order()[worker::total]:
+                yield from (s for s in iter_shard(shard.path) if self.eligible(s))
+            return
+        index = 0
+        for shard in self._shard_order():
+            found = 0
+            for sample in iter_shard(shard.path):
+                if not self.eligible(sample):
+                    continue
+                found += 1
+                if index % total == worker:
+                    yield sample
+                index += 1
+            if found != shard.eligible:
+                raise RuntimeError(f"{shard.path}: holds {found} eligible samples, the manifest says "
+                                   f"{shard.eligible}; rebuild the shards or their manifest")
+
+    def _padded(self, own: Iterator[ShardSample], length: int, worker: int) -> Iterator[Any]:
+        kept: list[ShardSample] = []  # usable samples to repeat as padding
+        count = 0
+        for sample in own:
+            if count == length:  # dealt shards can hold more than the common length
+                break
+            example = self.make_example(sample, False)
+            if example is None:  # dropped (e.g. over the cutoff length): padding fills its place
+                continue
+            if len(kept) < self.batch_size:
+                kept.append(sample)
+            yield example
+            count += 1
+        if count < length and not kept:
+            kept = [self._fallback_sample(worker)]
+        for n in range(length - count):
+            example = self.make_example(kept[n % len(kept)], True)
+            if example is None:
+                raise RuntimeError(f"worker {worker}: no sample of this split can be encoded to pad with "
+                                   "(all over the cutoff length?)")
+            yield example
+
+    def _fallback_sample(self, worker: int) -> ShardSample:
+        # Fewer eligible samples than workers: borrow one (as padding) to keep the batch count.
+        target = worker % self.total_eligible
+        index = 0
+        for shard in self._shard_order():
+            for sample in iter_shard(shard.path):
+                if self.eligible(sample):
+                    if index == target:
+                        return sample
+                    index += 1
+        raise RuntimeError("stream has no eligible samples to pad with")
+
+    def _grouped(self, examples: Iterator[Any], rng: random.Random) -> Iterator[Any]:
+        window = self.group_by_length * self.batch_size
+        buffer: list[Any] = []
+        for example in examples:
+            buffer.append(example)
+            if len(buffer) == window:
+                yield from self._sorted_batches(buffer, rng)
+                buffer = []
+        yield from self._sorted_batches(buffer, rng)
+
+    def _sorted_batches(self, buffer: list[Any], rng: random.Random) -> Iterator[Any]:
+        buffer.sort(key=self.length_of)
+        batches = [buffer[i : i + self.batch_size] for i in range(0, len(buffer), self.batch_size)]
+        rng.shuffle(batches)
+        for batch in batches:
+            yield from batch

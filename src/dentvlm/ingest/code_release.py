@@ -1,0 +1,179 @@
+"""Read the COde release (``complete_dataset.csv`` + ``Images/``) or a clinic export in the same layout.
+
+Columns are mapped by name: the release's full column list is not published, so only the columns
+seen in code that reads it are required and the rest are optional, matched through aliases.
+Patient and checkup identifiers are replaced by salted pseudonyms here and go no further.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dentvlm.ingest.common import (
+    DUPLICATE,
+    EMPTY_DIAGNOSIS,
+    IMAGE_OUTSIDE_SOURCE,
+    NON_UTF8,
+    UNRECOGNISED_DIAGNOSIS,
+    IngestError,
+    Skip,
+    SourceItem,
+    clean_text,
+    has_undecodable_bytes,
+    resolve_inside,
+)
+from dentvlm.labels import LabelParser
+from dentvlm.records import INFO_FIELDS, REPORT_SECTIONS, Checkup, pseudonym
+
+CSV_NAME = "complete_dataset.csv"
+REQUIRED = ("checkup_id", "patient_id", "photographs", "anomalies_en")
+# Canonical column -> other spellings seen or expected in exports (compared after `_column_key`).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "checkup_id": ("checkupid", "visit_id", "record_id"),
+    "patient_id": ("patientid",),
+    "photographs": ("photos", "intraoral_photographs"),
+    "radiographs": ("xrays", "x_rays"),
+    "anomalies_en": ("anomalies", "diseases_en"),
+    "age": (),
+    "gender": ("sex",),
+    "visit_type": ("visit", "first_visit", "visit_kind"),
+    "chief_complaint": (),
+    "present_illness": ("history_of_present_illness",),
+    "past_medical_record": ("past_history", "past_medical_history"),
+    "examination": ("oral_examination",),
+    "diagnosis": ("diagnosis_en",),
+    "treatment_plan": (),
+    "treatment_advice": (),
+    "doctors_orders": ("doctor_orders", "doctors_order", "medical_orders"),
+    "remarks": ("notes", "remark"),
+}
+CSV_FIELD_LIMIT = 10_000_000  # bytes; one clinical text cell is far smaller, a runaway quote is not
+
+
+@dataclass
+class CodeRelease:
+    """A located release: its CSV, its image folders and the column mapping found in the header."""
+
+    csv_path: Path
+    photo_dir: Path
+    radiograph_dir: Path
+
+
+def locate_release(path: Path) -> CodeRelease:
+    """Find ``complete_dataset.csv`` and ``Images/`` from the release folder, its parent, or the CSV."""
+    candidates = [path] if path.suffix.lower() == ".csv" else [path / CSV_NAME, path / "COde-Dataset" / CSV_NAME]
+    for csv_path in candidates:
+        if csv_path.is_file():
+            images = csv_path.parent / "Images"
+            return CodeRelease(csv_path, images / "Photographs", images / "Radiographs")
+    raise IngestError(f"{path}: no {CSV_NAME} found (looked at {', '.join(map(str, candidates))})")
+
+
+def map_columns(header: list[str], csv_path: Path) -> dict[str, str]:
+    """Canonical name -> header column; raises naming missing required columns and near misses."""
+    by_key = {_column_key(name): name for name in header}
+    mapping = {}
+    for canonical, aliases in ALIASES.items():
+        for key in (canonical, *aliases):
+            if key in by_key:
+                mapping[canonical] = by_key[key]
+                break
+    missing = [name for name in REQUIRED if name not in mapping]
+    if missing:
+        hints = []
+        for name in missing:
+            close = difflib.get_close_matches(name, header, n=1, cutoff=0.6)
+            hints.append(f"{name!r}" + (f" (found {close[0]!r}: misnamed?)" if close else ""))
+        raise IngestError(f"{csv_path}: missing required column(s) {', '.join(hints)}; header is {header}")
+    return mapping
+
+
+def read_code_release(path: Path, salt: str, parser: LabelParser) -> tuple[Iterator[SourceItem | Skip], dict]:
+    """Open a release and return (items, source description for the manifest).
+
+    The CSV is parsed eagerly (it is small next to the images); items are yielded in file order.
+    """
+    release = locate_release(path)
+    raw = release.csv_path.read_bytes()
+    # surrogateescape keeps going past bad bytes so the row that holds them can be named and skipped.
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = list(reader.fieldnames or [])
+    if not header:
+        raise IngestError(f"{release.csv_path}: empty file, expected a header row")
+    columns = map_columns(header, release.csv_path)
+    description = {
+        "kind": "code_release",
+        "name": release.csv_path.name,
+        "columns_used": sorted(columns.values()),
+        "columns_ignored": sorted(set(header) - set(columns.values())),
+        "patient_grouping": True,
+    }
+    return _rows(reader, columns, release, salt, parser), description
+
+
+def _rows(reader, columns, release: CodeRelease, salt: str, parser: LabelParser) -> Iterator[SourceItem | Skip]:
+    seen: set[str] = set()
+    for row_number, row in enumerate(reader, start=1):
+        where = f"{release.csv_path.name} row {row_number} (line {reader.line_num})"
+        if None in row:  # more cells than header columns: the row is misaligned, its fields unreliable
+            yield Skip(NON_UTF8 if has_undecodable_bytes(str(row[None])) else "malformed_row",
+                       f"{where}: {len(row[None])} more cells than header columns")
+            continue
+        yield _row_to_item(row, columns, release, salt, parser, where, seen)
+
+
+def _row_to_item(row, columns, release, salt, parser, where, seen) -> SourceItem | Skip:
+    def cell(name: str) -> str:
+        return clean_text(row.get(columns[name]) or "") if name in columns else ""
+
+    bad = [columns[n] for n in columns if has_undecodable_bytes(row.get(columns[n]) or "")]
+    if bad:
+        return Skip(NON_UTF8, f"{where}: column(s) {bad} hold bytes that are not UTF-8")
+    checkup_id, patient_id = cell("checkup_id"), cell("patient_id")
+    if not checkup_id or not patient_id:
+        return Skip("missing_identifier", f"{where}: empty checkup_id or patient_id")
+    if checkup_id in seen:
+        return Skip(DUPLICATE, f"{where}: checkup_id seen in an earlier row")
+    seen.add(checkup_id)
+    anomalies = cell("anomalies_en")
+    if not anomalies:
+        return Skip(EMPTY_DIAGNOSIS, f"{where}: empty {columns['anomalies_en']!r}")
+    labels = parser.find_all(anomalies)
+    if not labels and not parser.says_no_finding(anomalies):
+        return Skip(UNRECOGNISED_DIAGNOSIS, f"{where}: no known condition in {columns['anomalies_en']!r}")
+    paths, modalities = [], []
+    for column, folder, modality in (
+        ("photographs", release.photo_dir, "photograph"),
+        ("radiographs", release.radiograph_dir, "radiograph"),
+    ):
+        for name in _file_names(cell(column)):
+            path = resolve_inside(folder, name)
+            if path is None:
+                return Skip(IMAGE_OUTSIDE_SOURCE, f"{where}: {column} entry {name!r} points outside {folder}")
+            paths.append(path)
+            modalities.append(modality)
+    checkup = Checkup(
+        key=pseudonym(salt, "checkup", checkup_id),
+        patient=pseudonym(salt, "patient", patient_id),
+        modalities=modalities,
+        info={name: cell(name) for name in INFO_FIELDS if cell(name)},
+        report={name: cell(name) for name in REPORT_SECTIONS if cell(name)},
+        labels=labels,
+    )
+    return SourceItem(where=where, checkup=checkup, image_paths=paths)
+
+
+def _file_names(cell: str) -> list[str]:
+    return [name.strip() for name in re.split(r"[,;\n]", cell) if name.strip()]
+
+
+def _column_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")

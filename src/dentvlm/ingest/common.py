@@ -1,0 +1,61 @@
+"""What every source reader yields: a checkup with the paths of its images, or a counted skip."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dentvlm.records import Checkup
+
+# Row-level skip reasons (image-level reasons live in dentvlm.ingest.images).
+EMPTY_DIAGNOSIS = "empty_diagnosis"
+UNRECOGNISED_DIAGNOSIS = "unrecognised_diagnosis"
+NON_UTF8 = "non_utf8_text"
+DUPLICATE = "duplicate_checkup"
+IMAGE_COUNT_MISMATCH = "image_count_mismatch"
+BAD_ENTRY = "bad_entry"
+IMAGE_OUTSIDE_SOURCE = "image_outside_source"
+
+
+class IngestError(ValueError):
+    """Bad input that stops ingestion (always, or under --strict); the message names file and row."""
+
+
+@dataclass
+class SourceItem:
+    """A checkup read from a source, before its images are prepared.
+
+    Attributes:
+        where: Human-readable location for error messages (file and row); never stored in shards.
+        checkup: The record, already pseudonymised; `modalities` matches `image_paths`.
+        image_paths: Source image files, in order.
+    """
+
+    where: str
+    checkup: Checkup
+    image_paths: list[Path]
+
+
+@dataclass
+class Skip:
+    """A source entry that cannot be used, with the manifest reason and a message naming it."""
+
+    reason: str
+    message: str
+
+
+def clean_text(value: str) -> str:
+    """Unify line endings and trim; text fields keep their inner line breaks."""
+    return re.sub(r"\r\n?", "\n", value).strip()
+
+
+def has_undecodable_bytes(value: str) -> bool:
+    """True for text decoded with `surrogateescape` that held bytes that are not UTF-8."""
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def resolve_inside(root: Path, name: str) -> Path | None:
+    """`root/name` resolved, or None when `name` points outside `root` (untrusted file names)."""
+    path = (root / name).resolve()
+    return path if path.is_relative_to(root.resolve()) else None

@@ -1,0 +1,145 @@
+"""Read ShareGPT-format multimodal JSON (LLaMA-Factory and the COde authors' fine-tuning files).
+
+Both common styles are accepted: ``messages`` with ``role``/``content`` and ``conversations`` with
+``from``/``value``. ``<image>`` placeholders are matched, in order, to the entry's ``images``.
+When the final answer is a COde-style report (``diagnosis: ...`` lines) or a plain list of
+conditions, the record also gets its report sections and labels, so the same shards serve the
+classification and report tasks, not only replay of the conversation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dentvlm.ingest.common import BAD_ENTRY, IMAGE_COUNT_MISMATCH, IngestError, Skip, SourceItem, clean_text
+from dentvlm.labels import LabelParser
+from dentvlm.records import IMAGE_PLACEHOLDER, INFO_FIELDS, REPORT_SECTIONS, Checkup, pseudonym
+
+ROLE_NAMES = {
+    "user": "user", "human": "user",
+    "assistant": "assistant", "gpt": "assistant", "model": "assistant", "bot": "assistant",
+    "system": "system",
+}
+# "Doctor's orders" and friends as written in report lines -> REPORT_SECTIONS / INFO_FIELDS names.
+_LINE_KEY_ALIASES = {
+    "doctor_s_orders": "doctors_orders", "doctor_orders": "doctors_orders",
+    "past_history": "past_medical_record", "past_medical_history": "past_medical_record",
+    "visit": "visit_type", "sex": "gender",
+}
+
+
+def read_sharegpt(
+    path: Path, salt: str, parser: LabelParser, image_root: Path | None = None
+) -> tuple[Iterator[SourceItem | Skip], dict]:
+    """Open a ShareGPT JSON list and return (items, source description for the manifest).
+
+    Args:
+        path: The JSON file (a list of entries).
+        salt: Pseudonymisation salt for entry ids.
+        parser: Label parser used to recover labels from answers.
+        image_root: Folder that relative image paths are relative to (default: the JSON's folder).
+    """
+    try:
+        entries = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{path}: not UTF-8 text ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise IngestError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(entries, list):
+        raise IngestError(f"{path}: expected a JSON list of entries, got {type(entries).__name__}")
+    root = image_root or path.parent
+    description = {"kind": "sharegpt", "name": path.name, "patient_grouping": False}
+    items = (
+        _entry_to_item(entry, index, path, root, salt, parser) for index, entry in enumerate(entries)
+    )
+    return items, description
+
+
+def _entry_to_item(entry: Any, index: int, path: Path, root: Path, salt: str, parser) -> SourceItem | Skip:
+    where = f"{path.name} entry {index}"
+    if not isinstance(entry, dict):
+        return Skip(BAD_ENTRY, f"{where}: entry is not a JSON object")
+    turns = _turns(entry, where)
+    if isinstance(turns, Skip):
+        return turns
+    images = entry.get("images", [])
+    if isinstance(images, str):
+        images = [images]
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        return Skip(BAD_ENTRY, f"{where}: 'images' must be a list of paths")
+    placeholders = sum(t["content"].count(IMAGE_PLACEHOLDER) for t in turns)
+    if placeholders != len(images):
+        return Skip(IMAGE_COUNT_MISMATCH, f"{where}: {placeholders} {IMAGE_PLACEHOLDER} placeholders, "
+                                          f"{len(images)} images")
+    ident = str(entry.get("id", index))
+    answer = next(t["content"] for t in reversed(turns) if t["role"] == "assistant")
+    prompt = next((t["content"] for t in turns if t["role"] == "user"), "")
+    report = {k: v for k, v in _key_value_lines(answer).items() if k in REPORT_SECTIONS}
+    labels = parser.find_all(report["diagnosis"]) if "diagnosis" in report else _label_list(answer, parser)
+    checkup = Checkup(
+        key=pseudonym(salt, "sample", ident),
+        # No patient identity in ShareGPT files: each entry is its own group for splitting.
+        patient=pseudonym(salt, "patient", f"sharegpt:{ident}"),
+        modalities=["photograph"] * len(images),
+        info={k: v for k, v in _key_value_lines(prompt).items() if k in INFO_FIELDS},
+        report=report,
+        labels=labels,
+        conversation=turns,
+    )
+    return SourceItem(where=where, checkup=checkup, image_paths=[(root / p) for p in images])
+
+
+def _turns(entry: dict, where: str) -> list[dict[str, str]] | Skip:
+    if "messages" in entry:
+        raw, role_key, text_key = entry["messages"], "role", "content"
+    elif "conversations" in entry:
+        raw, role_key, text_key = entry["conversations"], "from", "value"
+    else:
+        return Skip(BAD_ENTRY, f"{where}: neither 'messages' nor 'conversations'")
+    if not isinstance(raw, list) or not raw:
+        return Skip(BAD_ENTRY, f"{where}: empty or non-list conversation")
+    turns = []
+    if isinstance(entry.get("system"), str) and entry["system"].strip():
+        turns.append({"role": "system", "content": entry["system"]})
+    for number, turn in enumerate(raw):
+        if not isinstance(turn, dict) or not isinstance(turn.get(text_key), str):
+            return Skip(BAD_ENTRY, f"{where} turn {number}: expected {{{role_key!r}, {text_key!r}: text}}")
+        role = ROLE_NAMES.get(str(turn.get(role_key)).lower())
+        if role is None:
+            return Skip(BAD_ENTRY, f"{where} turn {number}: unknown role {turn.get(role_key)!r}")
+        turns.append({"role": role, "content": turn[text_key]})
+    if not any(t["role"] == "assistant" for t in turns):
+        return Skip(BAD_ENTRY, f"{where}: no assistant turn to learn from")
+    return turns
+
+
+def _key_value_lines(text: str) -> dict[str, str]:
+    """``field: value`` lines -> {normalised field: value}; continuation lines join the last field."""
+    fields: dict[str, str] = {}
+    last = None
+    for line in text.splitlines():
+        match = re.match(r"^\s*([A-Za-z][A-Za-z' _-]{1,40}):\s*(.*)$", line)
+        key = _LINE_KEY_ALIASES.get(_norm_key(match.group(1)), _norm_key(match.group(1))) if match else None
+        if key in REPORT_SECTIONS or key in INFO_FIELDS:
+            fields[key] = clean_text(match.group(2))
+            last = key
+        elif last is not None and line.strip():
+            fields[last] = f"{fields[last]}\n{line.strip()}"
+    return fields
+
+
+def _label_list(answer: str, parser: LabelParser) -> list[str]:
+    """Labels when the answer is nothing but a list of conditions ("Caries, gingivitis"); else []."""
+    pieces = [p for p in re.split(r",|;|\band\b|\n", answer) if p.strip(" .")]
+    found = [parser.find_all(p) for p in pieces]
+    if not pieces or not all(len(f) == 1 or parser.says_no_finding(p) for f, p in zip(found, pieces)):
+        return []
+    return [f[0] for f in found if f]
+
+
+def _norm_key(name: str) -> str:
+    return re.sub(r"[^a-z]+", "_", name.lower()).strip("_")

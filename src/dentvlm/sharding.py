@@ -1,0 +1,235 @@
+"""`dentvlm shard`: a source (COde release or ShareGPT JSON) -> split WebDataset shards + manifest.json.
+
+Flow: read every entry's text (cheap) -> patient-level split -> prepare images on all cores
+(ordered, so output is deterministic) -> write size-bounded shards per split -> manifest last,
+written atomically: a folder with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dentvlm.data.split import SPLITS, patient_split
+from dentvlm.data.shards import PARTIAL_SUFFIX, ShardWriter
+from dentvlm.ingest.code_release import read_code_release
+from dentvlm.ingest.common import IngestError, Skip, SourceItem
+from dentvlm.ingest.images import ImagePolicy, ImageRejected, prepare_image
+from dentvlm.ingest.sharegpt import read_sharegpt
+from dentvlm.labels import DEFAULT_CLASSES, LabelParser
+from dentvlm.records import MODALITIES
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+IMAGE_FAILED_IN_CONVERSATION = "image_failed_in_conversation"
+
+
+def read_source(source: Path, source_format: str, salt: str, parser: LabelParser, image_root: Path | None):
+    """Dispatch to the reader for `source_format` ("auto" picks by file type)."""
+    if source_format == "auto":
+        source_format = "sharegpt" if source.suffix.lower() == ".json" else "code"
+    if source_format == "code":
+        return read_code_release(source, salt, parser)
+    if source_format == "sharegpt":
+        return read_sharegpt(source, salt, parser, image_root)
+    raise IngestError(f"unknown source format {source_format!r}; expected auto, code or sharegpt")
+
+
+def build_shards(
+    source: Path,
+    out: Path,
+    salt: str,
+    source_format: str = "auto",
+    classes: Sequence[str] = DEFAULT_CLASSES,
+    val: float = 0.1,
+    test: float = 0.15,
+    seed: int = 0,
+    policy: ImagePolicy = ImagePolicy(),
+    max_count: int = 1000,
+    max_bytes: int = 1_000_000_000,
+    strict: bool = False,
+    workers: int | None = None,
+    image_root: Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Convert `source` into shards under `out`; returns the manifest (also written to out/manifest.json).
+
+    Bad entries raise `IngestError` under `strict`, else they are skipped and counted by reason.
+    """
+    parser = LabelParser(classes)
+    items_iter, description = read_source(source, source_format, salt, parser, image_root)
+    skipped_checkups: Counter = Counter()
+    items: list[SourceItem] = []
+    for item in items_iter:
+        if isinstance(item, Skip):
+            _skip(item, skipped_checkups, strict)
+        else:
+            items.append(item)
+    if not items:
+        raise IngestError(f"{source}: no usable checkups ({dict(skipped_checkups)} skipped)")
+
+    _prepare_out_dir(out, overwrite)
+    splits = patient_split([i.checkup.patient for i in items],
+                           [[c for c in i.checkup.labels if c in parser.classes] for i in items], val, test, seed)
+    by_split = {name: [i for i, s in zip(items, splits) if s == name] for name in SPLITS}
+    for name in SPLITS:  # shuffle within a split so shards are not ordered by source row or patient
+        random.Random(f"{seed}:{name}").shuffle(by_split[name])
+
+    skipped_images: Counter = Counter()
+    summary = {}
+    with _image_pool(workers) as pool_map:
+        for name in SPLITS:
+            writer = ShardWriter(out, name, max_count, max_bytes)
+            stats = _write_split(by_split[name], writer, pool_map, policy, parser.classes, strict,
+                                 skipped_checkups, skipped_images, progress, name)
+            summary[name] = {**stats, "shards": [asdict(info) for info in writer.close()]}
+
+    manifest = {
+        "format": "dentvlm-shards",
+        "version": FORMAT_VERSION,
+        "source": description,
+        "classes": list(parser.classes),
+        "settings": {
+            "seed": seed, "val": val, "test": test, "strict": strict,
+            "image_long_side": policy.long_side, "jpeg_quality": policy.jpeg_quality,
+            "max_source_pixels": policy.max_source_pixels, "max_count": max_count, "max_bytes": max_bytes,
+        },
+        "splits": summary,
+        "skipped": {"checkups": dict(sorted(skipped_checkups.items())),
+                    "images": dict(sorted(skipped_images.items()))},
+    }
+    _write_json_atomic(out / MANIFEST, manifest)
+    print(summary_line(manifest), file=sys.stderr)
+    return manifest
+
+
+def _write_split(items, writer, pool_map, policy, classes, strict, skipped_checkups, skipped_images,
+                 progress, name) -> dict:
+    patients, labels, images, tasks = set(), Counter(), Counter(), Counter()
+    written = 0
+    jobs = ((i.image_paths, policy) for i in items)
+    bar = tqdm(total=len(items), desc=f"shard {name}", unit="checkup", disable=not progress or not items)
+    for item, results in zip(items, pool_map(_prepare_checkup_images, jobs)):
+        bar.update()
+        checkup, kept = item.checkup, []
+        modalities = []
+        for modality, result in zip(checkup.modalities, results):
+            if isinstance(result, tuple):
+                reason, message = result
+                _skip(Skip(reason, f"{item.where}: {message}"), skipped_images, strict)
+                continue
+            kept.append(result)
+            modalities.append(modality)
+        if checkup.conversation is not None and len(kept) < len(results):
+            # A conversation's <image> placeholders point at fixed positions: it cannot lose one.
+            skipped_checkups[IMAGE_FAILED_IN_CONVERSATION] += 1
+            continue
+        checkup.modalities = modalities
+        variants = checkup.tasks(classes)
+        writer.write(checkup, kept, variants)
+        written += 1
+        patients.add(checkup.patient)
+        labels.update(c for c in checkup.labels if c in classes)
+        images.update(modalities)
+        tasks.update(variants)
+    bar.close()
+    return {
+        "checkups": written,
+        "patients": len(patients),
+        "images": {m: images[m] for m in MODALITIES},
+        "labels": {c: labels[c] for c in classes},
+        "tasks": dict(sorted(tasks.items())),
+    }
+
+
+def _prepare_checkup_images(job: tuple[list[Path], ImagePolicy]) -> list[bytes | tuple[str, str]]:
+    """Worker: JPEG bytes per image, or (reason, message) for an image that was rejected."""
+    paths, policy = job
+    results: list[bytes | tuple[str, str]] = []
+    for path in paths:
+        try:
+            results.append(prepare_image(path, policy))
+        except ImageRejected as exc:
+            results.append((exc.reason, str(exc)))
+    return results
+
+
+class _image_pool:
+    """Context manager giving an ordered `map` over processes (or in-process for one worker)."""
+
+    def __init__(self, workers: int | None):
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        self._executor = None
+
+    def __enter__(self):
+        if self.workers <= 1:
+            return map
+        # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy broken.
+        self._executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        return lambda fn, jobs: self._executor.map(fn, jobs, chunksize=4)
+
+    def __exit__(self, *exc_info):
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+
+
+def _skip(skip: Skip, counter: Counter, strict: bool) -> None:
+    if strict:
+        raise IngestError(f"{skip.message} [{skip.reason}; run without --strict to skip and count]")
+    counter[skip.reason] += 1
+
+
+def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    ours = [p for p in out.iterdir() if p.suffix == ".tar" or p.name.endswith(PARTIAL_SUFFIX) or p.name == MANIFEST]
+    others = [p.name for p in out.iterdir() if p not in ours and p.name != "README.md"]
+    if others:
+        raise IngestError(f"{out}: not a shard folder (holds {others[:5]}); choose an empty or new folder")
+    if ours and not overwrite:
+        raise IngestError(f"{out}: already holds shards; pass --overwrite to replace them")
+    for path in ours:  # manifest first: a folder without one is never taken for complete
+        path.unlink()
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def summary_line(manifest: dict) -> str:
+    """One line: checkups per split, shard counts, skips by reason."""
+    splits = manifest["splits"]
+    parts = " / ".join(f"{n} {s['checkups']}" for n, s in splits.items())
+    shards = sum(len(s["shards"]) for s in splits.values())
+    skips = manifest["skipped"]
+    skip_text = "; ".join(
+        f"{sum(c.values())} {kind} skipped" + (f" ({_reasons(c)})" if c else "") for kind, c in skips.items()
+    )
+    return f"dentvlm shard: {parts} checkups in {shards} shards; {skip_text}"
+
+
+def _reasons(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counter.items())
+
+
+def load_manifest(shard_dir: Path) -> dict:
+    """Read and sanity-check a shard folder's manifest."""
+    path = Path(shard_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{shard_dir}: no {MANIFEST}; build shards with `dentvlm shard` first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != "dentvlm-shards" or manifest.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: not a dentvlm v{FORMAT_VERSION} shard manifest")
+    return manifest
