@@ -1,19 +1,54 @@
-"""`dentvlm` entry point: data and export tools, plus Lightning's fit/validate/test/predict."""
+"""`dentvlm` entry point: Lightning's fit/validate/test/predict for `DentVLM` + `DentDataModule`,
+and the data and export tools (synth, shard, tiny, export) as plain functions whose signatures are
+their flags."""
 
 from __future__ import annotations
 
 import sys
 
 from jsonargparse import CLI
+from lightning.pytorch.cli import LightningCLI
 
-TOOLS = ("synth", "shard")
+TOOLS = ("synth", "shard", "tiny", "export")
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 USAGE = """usage: dentvlm COMMAND [options]
 
 data:
   synth      write a synthetic release in the real COde layout
   shard      convert a COde release or ShareGPT JSON into WebDataset shards
+model:
+  fit        fine-tune (dentvlm fit --config configs/tiny.yaml)
+  validate   run validation once
+  test       evaluate on the test split
+  predict    generate answers for the test split
+  tiny       build the embedded tiny Qwen2.5-VL model folder
+  export     turn a checkpoint folder into an adapter or a merged Hugging Face model
 
-Run `dentvlm COMMAND --help` for a command's options."""
+Run `dentvlm COMMAND --help` for a command's options. Trainer commands take repeatable
+--config files, `--print_config`, and DENTVLM_<COMMAND>__<KEY> environment overrides
+(e.g. DENTVLM_FIT__TRAINER__MAX_EPOCHS=1)."""
+
+
+class DentCLI(LightningCLI):
+    """LightningCLI with dentvlm's wiring: the data's processor follows the model path."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.model_path", "data.processor_path")
+        parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")
+
+
+def run_trainer_command(argv: list[str]) -> DentCLI:
+    from dentvlm.data.datamodule import DentDataModule
+    from dentvlm.model.module import DentVLM
+
+    return DentCLI(
+        DentVLM,
+        DentDataModule,
+        args=argv,
+        env_prefix="DENTVLM",
+        parser_kwargs={"default_env": True},
+        save_config_kwargs={"overwrite": True},
+    )
 
 
 def run_tool(argv: list[str]) -> None:
@@ -30,8 +65,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[0] in TOOLS:
         run_tool(argv)
-        return
-    raise SystemExit(f"dentvlm: unknown command {argv[0]!r}\n\n{USAGE}")
+    elif argv[0] in TRAINER_COMMANDS:
+        run_trainer_command(argv)
+    else:
+        raise SystemExit(f"dentvlm: unknown command {argv[0]!r}\n\n{USAGE}")
 
 
 if __name__ == "__main__":

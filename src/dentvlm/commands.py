@@ -88,3 +88,31 @@ def shard(
         max_count=max_count, max_bytes=max_bytes, strict=strict, workers=workers,
         image_root=Path(image_root) if image_root else None, overwrite=overwrite,
     )
+
+
+def tiny(out: str | None = None, seed: int = 0) -> None:
+    """Build the embedded tiny Qwen2.5-VL model (random weights, real processor) as a Hugging Face folder.
+
+    Args:
+        out: Folder to write (default: the cache folder that model_path "tiny" uses).
+        seed: Seed of the weight initialisation (the tokenizer is always trained on the same text).
+    """
+    from dentvlm.model.tiny import build_tiny_model, ensure_tiny_model
+
+    path = build_tiny_model(Path(out), seed=seed) if out else ensure_tiny_model()
+    print(f"dentvlm tiny: model folder {path}", file=sys.stderr)
+
+
+def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto") -> None:
+    """Export a checkpoint as a peft adapter, or merged into the base model, loadable without dentvlm.
+
+    Args:
+        checkpoint: A checkpoint file (runs/.../checkpoints/last.ckpt) or its folder (.../last).
+        out: New folder to write.
+        merge: Merge the adapter into the base weights (a plain transformers model folder).
+        dtype: Dtype of the merged weights: auto (as the base model), float32, bfloat16 or float16.
+    """
+    from dentvlm.export import export_checkpoint
+
+    path = export_checkpoint(checkpoint, out, merge=merge, dtype=dtype)
+    print(f"dentvlm export: wrote {'merged model' if merge else 'adapter'} to {path}", file=sys.stderr)

@@ -89,8 +89,9 @@ class DentDataModule(L.LightningDataModule):
         shuffle_buffer: Samples in each worker's shuffle buffer (training).
         group_by_length: Sort windows of this many batches by length to cut padding (0 or 1: off).
         seed: Seed of shard order and shuffle buffers (different per rank, worker and epoch).
-        processor_path: Hugging Face processor folder (normally linked to the model path); without
-            one, batches are lists of formatted `Example`s.
+        processor_path: Hugging Face model/processor folder or "tiny" (the CLI links it to the model
+            path); without one, batches are lists of formatted `Example`s.
+        trust_remote_code: Allow processor code from the model folder (linked to the model's setting).
         cutoff_len: Maximum tokens per example.
         overflow: Over-long examples: drop (logged, replaced by padding) or error.
         min_pixels: Minimum pixels per image for the processor (None: the processor's own).
@@ -117,6 +118,7 @@ class DentDataModule(L.LightningDataModule):
         group_by_length: int = 8,
         seed: int = 0,
         processor_path: str | None = None,
+        trust_remote_code: bool = False,
         cutoff_len: int = 4096,
         overflow: str = "drop",
         min_pixels: int | None = None,
@@ -156,9 +158,9 @@ class DentDataModule(L.LightningDataModule):
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
         if self.hparams.processor_path and self.encoder is None:
-            from transformers import AutoProcessor
+            from dentvlm.model.build import load_processor
 
-            processor = AutoProcessor.from_pretrained(self.hparams.processor_path)
+            processor = load_processor(self.hparams.processor_path, self.hparams.trust_remote_code)
             self.encoder = ChatEncoder(processor, self.hparams.cutoff_len, self.hparams.overflow,
                                        self.hparams.min_pixels, self.hparams.max_pixels)
 

@@ -1,0 +1,249 @@
+"""`DentVLM`: a Qwen-VL (or any HF image-text-to-text model) fine-tuned with LoRA or fully, under
+single-device, DDP or FSDP2 (Lightning's ModelParallelStrategy).
+
+Every `__init__` argument is a YAML key under ``model:``. Validation and test steps return the loss
+and, for the first batches of each epoch, generated answers as `Prediction`s for the metric callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from dentvlm.model.build import DTYPES, load_processor, load_vlm, resolve_model_path
+from dentvlm.model.finetune import ALL_LINEAR, FinetuneSpec, apply_finetuning, parameter_counts
+from dentvlm.predictions import Prediction
+
+IGNORE_INDEX = -100
+
+
+def model_inputs(batch: dict, generation: bool = False) -> dict:
+    """The model's keyword inputs from a collated batch (the generation prompt when `generation`)."""
+    prefix = "gen_" if generation else ""
+    inputs = {
+        "input_ids": batch[prefix + "input_ids"],
+        "attention_mask": batch[prefix + "attention_mask"],
+        "mm_token_type_ids": batch[prefix + "mm_token_type_ids"],
+    }
+    if "pixel_values" in batch:
+        inputs["pixel_values"] = batch["pixel_values"]
+        inputs["image_grid_thw"] = batch["image_grid_thw"]
+    return inputs
+
+
+class DentVLM(L.LightningModule):
+    """Vision-language model fine-tuning and generation-based evaluation.
+
+    Args:
+        model_path: Local Hugging Face model folder (e.g. Qwen2.5-VL-7B-Instruct), or "tiny" for
+            the embedded tiny Qwen2.5-VL-architecture model (built on first use).
+        finetune: "lora" (adapters via peft, base frozen) or "full".
+        vision: Vision tower: "frozen", "lora" (adapters; finetune=lora only) or "full".
+        train_projector: Train the vision-language projector (Qwen-VL merger) fully.
+        lora_rank: LoRA rank.
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        lora_target: "all-linear" (all linear layers of the language model) or module name suffixes.
+        extra_trainable: More modules trained fully, by name suffix (e.g. lm_head, embed_tokens).
+        learning_rate: Peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: Fraction of optimizer steps spent in linear warmup before the cosine decay.
+        min_lr_ratio: Final learning rate as a fraction of the peak.
+        dtype: Weight dtype: auto (as saved), float32, bfloat16 or float16.
+        attn_implementation: sdpa, eager, flash_attention_2 or flash_attention_3.
+        trust_remote_code: Allow model code from the model folder (off: only installed transformers code).
+        gradient_checkpointing: Recompute activations in backward to save memory.
+        fsdp_param_dtype: Under FSDP2, all-gather/compute dtype (e.g. bfloat16); None keeps `dtype`.
+        max_new_tokens: Generation length limit for evaluation.
+        num_beams: Beam count (1: greedy).
+        generate_samples: Samples per evaluation task and epoch to generate answers for (-1: all).
+    """
+
+    def __init__(
+        self,
+        model_path: str = "tiny",
+        finetune: str = "lora",
+        vision: str = "frozen",
+        train_projector: bool = False,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        lora_target: str | list[str] = ALL_LINEAR,
+        extra_trainable: list[str] | None = None,
+        learning_rate: float = 5e-4,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.1,
+        min_lr_ratio: float = 0.0,
+        dtype: str = "auto",
+        attn_implementation: str = "sdpa",
+        trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
+        fsdp_param_dtype: str | None = None,
+        max_new_tokens: int = 128,
+        num_beams: int = 1,
+        generate_samples: int = 64,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = FinetuneSpec(finetune, vision, train_projector, lora_rank, lora_alpha, lora_dropout,
+                                 lora_target, list(extra_trainable or []))
+        if not 0 <= warmup_ratio < 1 or not 0 <= min_lr_ratio <= 1:
+            raise ValueError("model.warmup_ratio must be in [0, 1) and model.min_lr_ratio in [0, 1]")
+        if fsdp_param_dtype is not None and fsdp_param_dtype not in DTYPES:
+            raise ValueError(f"model.fsdp_param_dtype must be one of {list(DTYPES)} or null")
+        self.model: torch.nn.Module | None = None
+        self.processor = None
+        # Only trainable weights are checkpointed (see state_dict), so loading is not strict.
+        self.strict_loading = False
+        self.eval_loss = torch.nn.ModuleDict()
+
+    # ----- model construction -------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        hp = self.hparams
+        model = load_vlm(hp.model_path, hp.dtype, hp.attn_implementation, hp.trust_remote_code)
+        self.processor = load_processor(hp.model_path, hp.trust_remote_code)
+        model = apply_finetuning(model, self.spec)
+        if hp.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "enable_input_require_grads"):
+                model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
+        if self._uses_fsdp():
+            from dentvlm.model.parallel import shard_model
+
+            hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+            param_dtype = DTYPES[hp.fsdp_param_dtype] if hp.fsdp_param_dtype else None
+            shard_model(hf_model, self.device_mesh["data_parallel"], param_dtype=param_dtype)
+        self.model = model
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def resolved_model_path(self):
+        return resolve_model_path(self.hparams.model_path)
+
+    def _uses_fsdp(self) -> bool:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
+
+    def on_fit_start(self) -> None:
+        trainable, total = parameter_counts(self)
+        self.print(f"dentvlm: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)"
+                   + (" per shard" if self._uses_fsdp() else ""))
+
+    # ----- checkpoints hold trainable weights only ---------------------------------------------
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        full = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        trainable = {prefix + name for name, p in self.named_parameters() if p.requires_grad}
+        return type(full)((k, v) for k, v in full.items() if k in trainable)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("state_dict")
+        if state is None or self.model is None:
+            return
+        missing = [n for n, p in self.named_parameters() if p.requires_grad and n not in state]
+        if missing:
+            raise KeyError(f"checkpoint lacks {len(missing)} trainable weights (e.g. {missing[:3]}): it was made "
+                           "with other fine-tuning settings (finetune/vision/lora_*) than this run")
+
+    # ----- steps ----------------------------------------------------------------------------
+    def forward(self, batch: dict, labels: torch.Tensor | None = None):
+        return self.model(**model_inputs(batch), labels=batch["labels"] if labels is None else labels)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self(batch).loss
+        self._stop_if_not_finite(loss, batch_idx)
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/padding_samples", batch["is_padding"].sum().float(), reduce_fx="sum", batch_size=size)
+        return loss
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        # Every rank decides together; one rank raising alone would leave the others hanging in a collective.
+        finite = self.all_gather(torch.isfinite(loss.detach()).to(torch.int32))
+        if not bool(torch.as_tensor(finite).all()):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, batch {batch_idx} of "
+                f"epoch {self.current_epoch}; lower model.learning_rate, check the data, or use float32/bf16"
+            )
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self._eval_step("val", batch, batch_idx)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self._eval_step("test", batch, batch_idx)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
+        return self.predictions(batch)
+
+    def _eval_step(self, stage: str, batch: dict, batch_idx: int) -> dict:
+        task = batch["meta"][0]["task"]
+        labels = batch["labels"].clone()
+        labels[batch["is_padding"]] = IGNORE_INDEX  # padding only evens out batch counts
+        tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
+        loss = self(batch, labels=labels).loss if tokens else torch.zeros((), device=self.device)
+        metric = self._loss_metric(f"{stage}/{task}/loss")
+        metric.update(torch.nan_to_num(loss.detach()), weight=tokens)
+        self.log(f"{stage}/{task}/loss", metric, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False)
+        predictions = self.predictions(batch) if batch_idx < self._generation_batches(batch) else []
+        return {"loss": loss, "predictions": predictions}
+
+    def _loss_metric(self, name: str) -> MeanMetric:
+        key = name.replace("/", "__")
+        if key not in self.eval_loss:
+            self.eval_loss[key] = MeanMetric().to(self.device)
+        return self.eval_loss[key]
+
+    def _generation_batches(self, batch: dict) -> int:
+        """Batches per rank to generate for: the same on every rank (generation is collective under FSDP)."""
+        samples = self.hparams.generate_samples
+        if samples < 0:
+            return math.inf
+        return math.ceil(samples / (batch["input_ids"].shape[0] * self.trainer.world_size))
+
+    # ----- generation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, batch: dict) -> list[str]:
+        """Greedy (or beam) answers for the batch's generation prompts (left-padded, KV-cached)."""
+        inputs = model_inputs(batch, generation=True)
+        output = self.model.generate(
+            **inputs, max_new_tokens=self.hparams.max_new_tokens, do_sample=False,
+            num_beams=self.hparams.num_beams, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            # Under FSDP every rank must run the same number of forward passes.
+            synced_gpus=self._uses_fsdp() and self.trainer.world_size > 1,
+        )
+        return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def predictions(self, batch: dict) -> list[Prediction]:
+        """Generated answers as `Prediction`s; padding rows are generated (collectives) but dropped."""
+        answers = self.generate(batch)
+        prompts = self.tokenizer.batch_decode(batch["gen_input_ids"], skip_special_tokens=True)
+        return [
+            Prediction(key=m["key"], task=m["task"], prompt=p, reference=m["target"], generated=a.strip(),
+                       true_labels=list(m["labels"]))
+            for m, p, a, pad in zip(batch["meta"], prompts, answers, batch["is_padding"].tolist())
+            if not pad
+        ]
+
+    # ----- optimisation -----------------------------------------------------------------------
+    def configure_optimizers(self):
+        from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters: check model.finetune / model.vision / model.lora_target")
+        optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, num_warmup_steps=math.ceil(hp.warmup_ratio * total), num_training_steps=total,
+            min_lr_rate=hp.min_lr_ratio,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,31 @@
+"""The prediction record: what a validation/test step hands to the metric callbacks and results."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Prediction:
+    """One generated answer beside its reference.
+
+    Attributes:
+        key: Pseudonymous checkup key (never a patient identifier).
+        task: "classification", "report" or "chat".
+        prompt: The prompt text as the model saw it (image tokens elided).
+        reference: The reference answer.
+        generated: The model's answer.
+        true_labels: Reference labels, in vocabulary order.
+        parsed_labels: Labels parsed from `generated`; None when unparseable (set by the metrics).
+    """
+
+    key: str
+    task: str
+    prompt: str
+    reference: str
+    generated: str
+    true_labels: list[str] = field(default_factory=list)
+    parsed_labels: list[str] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
