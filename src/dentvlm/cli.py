@@ -45,8 +45,7 @@ def run_trainer_command(argv: list[str]) -> DentCLI:
         DentVLM,
         DentDataModule,
         args=argv,
-        env_prefix="DENTVLM",
-        parser_kwargs={"default_env": True},
+        parser_kwargs={"default_env": True, "env_prefix": "DENTVLM"},
         save_config_kwargs={"overwrite": True},
     )
 

@@ -85,7 +85,7 @@ def _entry_to_item(entry: Any, index: int, path: Path, root: Path, salt: str, pa
         # No patient identity in ShareGPT files: each entry is its own group for splitting.
         patient=pseudonym(salt, "patient", f"sharegpt:{ident}"),
         modalities=["photograph"] * len(images),
-        info={k: v for k, v in _key_value_lines(prompt).items() if k in INFO_FIELDS},
+        info={k: v for k, v in _key_value_lines(prompt, continued=False).items() if k in INFO_FIELDS},
         report=report,
         labels=labels,
         conversation=turns,
@@ -117,8 +117,9 @@ def _turns(entry: dict, where: str) -> list[dict[str, str]] | Skip:
     return turns
 
 
-def _key_value_lines(text: str) -> dict[str, str]:
-    """``field: value`` lines -> {normalised field: value}; continuation lines join the last field."""
+def _key_value_lines(text: str, continued: bool = True) -> dict[str, str]:
+    """``field: value`` lines -> {normalised field: value}; with `continued`, other lines join the last
+    field (multi-line report sections); without, they end it (the question after patient info)."""
     fields: dict[str, str] = {}
     last = None
     for line in text.splitlines():
@@ -127,8 +128,12 @@ def _key_value_lines(text: str) -> dict[str, str]:
         if key in REPORT_SECTIONS or key in INFO_FIELDS:
             fields[key] = clean_text(match.group(2))
             last = key
-        elif last is not None and line.strip():
+        elif not line.strip():
+            continue
+        elif last is not None and continued:
             fields[last] = f"{fields[last]}\n{line.strip()}"
+        else:
+            last = None
     return fields
 
 
