@@ -144,6 +144,7 @@ class DentDataModule(L.LightningDataModule):
         self.task, self.eval_tasks = task, eval_tasks
         self.encoder: ChatEncoder | None = None
         self.rank, self.world_size = 0, 1
+        self._resume_epoch = 0
 
     @functools.cached_property
     def manifest(self) -> dict:
@@ -193,7 +194,21 @@ class DentDataModule(L.LightningDataModule):
         )
 
     def _current_epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
+        """The training epoch about to run (what Lightning hands samplers' set_epoch)."""
+        if self.trainer is None:
+            return 0
+        return max(self.trainer.fit_loop.epoch_progress.current.processed, self._resume_epoch)
+
+    def state_dict(self) -> dict:
+        return {"train_epoch": self._current_epoch()}
+
+    def load_state_dict(self, state: dict) -> None:
+        # Lightning may create the first training iterator before it restores the loops (e.g. when
+        # configure_optimizers asks for estimated_stepping_batches), which would replay epoch 0's
+        # order after a resume. Remember the epoch, and drop an iterator made too early.
+        self._resume_epoch = int(state.get("train_epoch", 0))
+        if self.trainer is not None and self.trainer.fit_loop._combined_loader is not None:
+            self.trainer.fit_loop._combined_loader = None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.stream(self.hparams.train_split, self.task, training=True))

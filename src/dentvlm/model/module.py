@@ -112,13 +112,19 @@ class DentVLM(L.LightningModule):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "enable_input_require_grads"):
                 model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
+        self.model = model
         if self._uses_fsdp():
             from dentvlm.model.parallel import shard_model
 
-            hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
             param_dtype = DTYPES[hp.fsdp_param_dtype] if hp.fsdp_param_dtype else None
-            shard_model(hf_model, self.device_mesh["data_parallel"], param_dtype=param_dtype)
-        self.model = model
+            shard_model(self.network, self.device_mesh["data_parallel"], param_dtype=param_dtype)
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The Hugging Face model to call. LoRA layers live inside it, so calling it directly applies
+        them; going through the peft wrapper would bypass FSDP2's root hooks (peft calls
+        `model.forward` rather than `model(...)`)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     @property
     def tokenizer(self):
@@ -154,7 +160,7 @@ class DentVLM(L.LightningModule):
 
     # ----- steps ----------------------------------------------------------------------------
     def forward(self, batch: dict, labels: torch.Tensor | None = None):
-        return self.model(**model_inputs(batch), labels=batch["labels"] if labels is None else labels)
+        return self.network(**model_inputs(batch), labels=batch["labels"] if labels is None else labels)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
@@ -212,7 +218,7 @@ class DentVLM(L.LightningModule):
     def generate(self, batch: dict) -> list[str]:
         """Greedy (or beam) answers for the batch's generation prompts (left-padded, KV-cached)."""
         inputs = model_inputs(batch, generation=True)
-        output = self.model.generate(
+        output = self.network.generate(
             **inputs, max_new_tokens=self.hparams.max_new_tokens, do_sample=False,
             num_beams=self.hparams.num_beams, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"),

@@ -1,8 +1,10 @@
 """FSDP2 sharding plan: the one function that wraps modules with `fully_shard`.
 
 Each decoder layer and each vision block is its own FSDP unit (the classes the model lists in
-`_no_split_modules`, so Qwen2-VL, Qwen2.5-VL and Qwen3-VL need no table of ours); the root takes
-the rest (embeddings, lm_head, merger). Parameters are all-gathered per unit just before use.
+`_no_split_modules`, so Qwen2-VL, Qwen2.5-VL and Qwen3-VL need no table of ours); so are the vision
+tower as a whole (patch embedding, merger) and the input embeddings, because generation calls them
+before the model's own forward, where the root unit would gather them; the root takes the rest
+(final norm, lm_head). Parameters are all-gathered per unit just before use.
 """
 
 from __future__ import annotations
@@ -44,12 +46,24 @@ def shard_model(
 
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     blocks = block_class_names(model)
-    count = 0
-    for module in model.modules():
-        if type(module).__name__ in blocks:
-            fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
-            count += 1
-    if count == 0:
+    units = [m for m in model.modules() if type(m).__name__ in blocks]
+    if not units:
         raise ValueError(f"no module of the block classes {sorted(blocks)} found to shard")
+    units += [m for m in model.modules() if type(m).__name__ in vision_tower_class_names(model)]
+    units.append(model.get_input_embeddings())
+    for module in units:  # inner units first: an outer unit leaves already-sharded parameters alone
+        fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
-    return count
+    return len(units)
+
+
+def vision_tower_class_names(model: torch.nn.Module) -> set[str]:
+    """Class name of the vision tower, looking through a peft modules_to_save wrapper."""
+    from dentvlm.model.build import vision_module_name
+
+    name = vision_module_name(model)
+    if name is None:
+        return set()
+    tower = model.get_submodule(name)
+    tower = getattr(tower, "original_module", tower)
+    return {type(tower).__name__}

@@ -1,0 +1,77 @@
+"""`dentvlm fit` through the real CLI on the tiny model and the demo shards."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dentvlm.cli import main
+
+from .conftest import REPO, fit_args
+
+
+@pytest.mark.slow
+def test_fit_writes_self_describing_checkpoints(trained_run):
+    checkpoints = trained_run / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file()
+    folder = checkpoints / "last"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "processor_config.json",
+                 "chat_template.jinja", "labels.json", "config.yaml", "dentvlm.json"):
+        assert (folder / name).is_file(), name
+    description = json.loads((folder / "dentvlm.json").read_text())
+    assert description["finetune"] == "lora" and description["global_step"] == 6
+    assert json.loads((folder / "labels.json").read_text())["classes"][:2] == ["malocclusion", "gingivitis"]
+    assert "model_path: tiny" in (folder / "config.yaml").read_text()
+    adapter = load_file(folder / "adapter_model.safetensors")
+    assert any("lora_A" in k for k in adapter) and any("visual" in k for k in adapter)
+    # the Lightning checkpoint holds trainable weights only (frozen base weights stay in the base model)
+    state = torch.load(checkpoints / "last.ckpt", weights_only=True)["state_dict"]
+    assert state and all("lora_" in k or "modules_to_save" in k for k in state)
+    assert len(state) == len(adapter)
+
+
+@pytest.mark.slow
+def test_resume_continues_steps_and_schedule(tmp_path):
+    from .helpers import StopAfterSteps  # noqa: F401  (imported by class path below)
+
+    killed = tmp_path / "killed"
+    stopper = ["--trainer.callbacks+=tests.integration.helpers.StopAfterSteps", "--trainer.callbacks.steps=3"]
+    main(fit_args(killed, *stopper))
+    first = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["global_step"] == 3
+    main(fit_args(killed, "--ckpt_path", "last"))
+    resumed = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    whole = tmp_path / "whole"
+    main(fit_args(whole))
+    uninterrupted = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == uninterrupted["global_step"] == 6
+    assert resumed["lr_schedulers"][0]["last_epoch"] == uninterrupted["lr_schedulers"][0]["last_epoch"]
+    for key, value in uninterrupted["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss \(nan\) at global step \d+"):
+        main(fit_args(tmp_path, "--model.learning_rate", "1e6", "--trainer.gradient_clip_val", "null"))
+
+
+@pytest.mark.slow
+def test_two_process_fsdp2_fit_on_cpu(tmp_path):
+    args = fit_args(tmp_path, "--trainer.devices", "2",
+                    "--trainer.strategy", "lightning.pytorch.strategies.ModelParallelStrategy",
+                    "--trainer.strategy.save_distributed_checkpoint", "false", "--trainer.max_epochs", "1")
+    result = subprocess.run([sys.executable, "-m", "dentvlm", *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trainable of" in result.stdout + result.stderr and "per shard" in result.stdout + result.stderr
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    # the gathered adapter has full (unsharded) shapes: it matches a single-process model's
+    adapter = load_file(tmp_path / "checkpoints" / "last" / "adapter_model.safetensors")
+    lora_a = next(v for k, v in adapter.items() if k.endswith("q_proj.lora_A.weight"))
+    assert lora_a.shape == (16, 128)
