@@ -37,7 +37,8 @@ class DentCLI(LightningCLI):
         parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")
 
 
-def run_trainer_command(argv: list[str]) -> DentCLI:
+def run_trainer_command(argv: list[str] | None) -> DentCLI:
+    """Lightning's subcommands; `argv` None reads sys.argv (as a console script)."""
     from dentvlm.data.datamodule import DentDataModule
     from dentvlm.model.module import DentVLM
 
@@ -58,16 +59,16 @@ def run_tool(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return
-    if argv[0] in TOOLS:
-        run_tool(argv)
-    elif argv[0] in TRAINER_COMMANDS:
-        run_trainer_command(argv)
+    if args[0] in TOOLS:
+        run_tool(args)
+    elif args[0] in TRAINER_COMMANDS:
+        run_trainer_command(None if argv is None else args)
     else:
-        raise SystemExit(f"dentvlm: unknown command {argv[0]!r}\n\n{USAGE}")
+        raise SystemExit(f"dentvlm: unknown command {args[0]!r}\n\n{USAGE}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ def fit_args(run_dir: Path, *extra: str) -> list[str]:
     return [
         "fit", "--config", str(REPO / "configs" / "tiny.yaml"),
         "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
-        "--trainer.default_root_dir", str(run_dir), "--trainer.logger.init_args.save_dir", str(run_dir),
-        "--trainer.callbacks.init_args.dirpath", str(run_dir / "checkpoints"),
+        "--trainer.default_root_dir", str(run_dir),
+        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(run_dir),
+        "--trainer.callbacks.dirpath", str(run_dir / "checkpoints"),
         "--data.num_workers", "0", "--model.generate_samples", "4", *extra,
     ]
 
