@@ -1,0 +1,87 @@
+"""Trainable/total parameters and a per-GPU memory estimate for a configs/*.yaml run under FSDP2.
+
+The model is built from the real Qwen2.5-VL architecture config on the meta device (no weights, no
+download) and wrapped with the config's LoRA settings through dentvlm's own `apply_finetuning`, so
+the counts are exact. Memory is an estimate: sharded weights, LoRA weights + grads + AdamW state,
+the all-gathered blocks in flight, checkpointed activations, and the logits of the loss.
+
+    python benchmarks/memory_estimate.py --config configs/qwen7b.yaml --gpus 4
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import yaml
+
+from dentvlm.model.finetune import FinetuneSpec, apply_finetuning, parameter_counts
+
+# Architecture of the public Qwen2.5-VL-*-Instruct checkpoints (their config.json files).
+ARCHITECTURES = {
+    "3B": dict(text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                         num_key_value_heads=2, vocab_size=151936), tie=True),
+    "7B": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                         num_key_value_heads=4, vocab_size=152064), tie=False),
+}
+VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14, spatial_merge_size=2,
+              temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31])
+GIB = 1024**3
+
+
+def meta_model(size: str):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    arch = ARCHITECTURES[size]
+    text = dict(arch["text"], rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                               "mrope_section": [16, 24, 24]})
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=dict(VISION, out_hidden_size=text["hidden_size"]),
+                              tie_word_embeddings=arch["tie"])
+    with torch.device("meta"):
+        return Qwen2_5_VLForConditionalGeneration(config), config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/qwen7b.yaml")
+    parser.add_argument("--gpus", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=None, help="tokens per sample (default: data.cutoff_len)")
+    args = parser.parse_args()
+    run = yaml.safe_load(open(args.config))
+    model_cfg, data_cfg = run["model"], run["data"]
+    size = "3B" if "3B" in model_cfg["model_path"] or "3b" in args.config else "7B"
+    model, config = meta_model(size)
+    spec = FinetuneSpec(mode=model_cfg.get("finetune", "lora"), vision=model_cfg.get("vision", "frozen"),
+                        train_projector=model_cfg.get("train_projector", False),
+                        lora_rank=model_cfg.get("lora_rank", 8), lora_alpha=model_cfg.get("lora_alpha", 16),
+                        lora_target=model_cfg.get("lora_target", "all-linear"))
+    model = apply_finetuning(model, spec)
+    trainable, total = parameter_counts(model)
+
+    gpus, batch = args.gpus, data_cfg["batch_size"]
+    seq = args.tokens or data_cfg["cutoff_len"]
+    text = config.text_config
+    hidden, layers, vocab = text.hidden_size, text.num_hidden_layers, text.vocab_size
+    weights = 2 * total / gpus                               # bf16, sharded
+    lora_state = (4 + 4 + 8) * trainable / gpus              # fp32 weights + grads + AdamW moments, sharded
+    layer = next(m for m in model.modules() if type(m).__name__ == "Qwen2_5_VLDecoderLayer")
+    block = 2 * sum(p.numel() for p in layer.parameters())  # one decoder layer, bf16
+    gathered = 2 * block                                     # current + prefetched all-gathered layer
+    checkpoints = 2 * batch * seq * hidden * layers          # layer inputs kept by gradient checkpointing
+    recompute = 2 * batch * seq * (10 * hidden + 3 * text.intermediate_size)  # one layer re-run in backward
+    logits = batch * seq * vocab * (2 + 4 + 4)               # bf16 logits, fp32 upcast and its gradient
+    parts = {
+        "weights (bf16, sharded)": weights, "LoRA weights+grads+AdamW (fp32, sharded)": lora_state,
+        "all-gathered blocks in flight": gathered, "checkpointed layer inputs": checkpoints,
+        "one layer recomputed in backward": recompute, "logits + fp32 loss": logits,
+    }
+    print(f"{args.config}: Qwen2.5-VL-{size}, LoRA r={spec.lora_rank} on {spec.lora_target}, vision {spec.vision}")
+    print(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.3f}%)")
+    print(f"per-GPU memory estimate, FSDP2 over {gpus} GPUs, batch {batch} x {seq} tokens, gradient checkpointing:")
+    for name, value in parts.items():
+        print(f"  {name:<42} {value / GIB:6.2f} GiB")
+    print(f"  {'total (+ ~1-2 GiB CUDA context/allocator slack)':<42} {sum(parts.values()) / GIB:6.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
