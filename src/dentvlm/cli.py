@@ -30,11 +30,39 @@ Run `dentvlm COMMAND --help` for a command's options. Trainer commands take repe
 
 
 class DentCLI(LightningCLI):
-    """LightningCLI with dentvlm's wiring: the data's processor follows the model path."""
+    """LightningCLI with dentvlm's wiring: the data's processor follows the model path; the metric
+    callbacks, the W&B prediction table and the results writer are always there, each with its own
+    config section (classification_metrics, report_metrics, prediction_table, results); `test` also
+    evaluates the baselines into the same results folder."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        from dentvlm.evaluation.results import ResultsWriter
+        from dentvlm.evaluation.tables import PredictionTable
+        from dentvlm.metrics.callbacks import ClassificationMetrics, ReportMetrics
+
         parser.link_arguments("model.model_path", "data.processor_path")
         parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")
+        # Order matters: metrics compute before the table and the results writer read them.
+        parser.add_lightning_class_args(ClassificationMetrics, "classification_metrics")
+        parser.add_lightning_class_args(ReportMetrics, "report_metrics")
+        parser.add_lightning_class_args(PredictionTable, "prediction_table")
+        parser.add_lightning_class_args(ResultsWriter, "results")
+
+    def _results_writer(self):
+        from dentvlm.evaluation.results import ResultsWriter
+
+        return next(c for c in self.trainer.callbacks if isinstance(c, ResultsWriter))
+
+    def before_test(self) -> None:
+        from dentvlm.evaluation.runner import first_variant_name
+
+        self._results_writer().variant = first_variant_name(self.config_init[self.subcommand].get("ckpt_path"))
+
+    def after_test(self) -> None:
+        from dentvlm.evaluation.runner import run_baselines
+
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        run_baselines(self.trainer, self.model, self.datamodule, self._results_writer(), ckpt_path)
 
 
 def run_trainer_command(argv: list[str] | None) -> DentCLI:

@@ -17,6 +17,7 @@ class Prediction:
         generated: The model's answer.
         true_labels: Reference labels, in vocabulary order.
         parsed_labels: Labels parsed from `generated`; None when unparseable (set by the metrics).
+        thumbnail: A small JPEG of the first image, for prediction tables (not written to files).
     """
 
     key: str
@@ -26,6 +27,9 @@ class Prediction:
     generated: str
     true_labels: list[str] = field(default_factory=list)
     parsed_labels: list[str] | None = None
+    thumbnail: bytes | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        del record["thumbnail"]
+        return record

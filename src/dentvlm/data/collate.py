@@ -37,6 +37,7 @@ class Encoded:
     target: str
     labels: list[str]
     is_padding: bool
+    thumbnail: bytes | None
     input_ids: torch.Tensor
     label_ids: torch.Tensor
     mm_token_type_ids: torch.Tensor
@@ -98,27 +99,28 @@ class ChatEncoder:
             text=[text], images=example.images or None, return_tensors="pt", **self.image_kwargs
         )
         input_ids = features["input_ids"][0]
-        label_ids, prompt_len = self._answer_labels(input_ids, example.key)
+        label_ids, prompt_len = self._answer_labels(input_ids, example.key, every_turn=example.task == "chat")
         mm_types = features.get("mm_token_type_ids")
         mm_types = mm_types[0] if mm_types is not None else torch.zeros_like(input_ids)
         if len(input_ids) > self.cutoff_len:
             input_ids, label_ids, mm_types = self._truncate(input_ids, label_ids, mm_types, prompt_len, example.key)
         return Encoded(
             key=example.key, task=example.task, target=example.target, labels=example.labels,
-            is_padding=example.is_padding, input_ids=input_ids, label_ids=label_ids,
+            is_padding=example.is_padding, thumbnail=example.thumbnail, input_ids=input_ids, label_ids=label_ids,
             mm_token_type_ids=mm_types, prompt_len=prompt_len,
             pixel_values=features.get("pixel_values"), image_grid_thw=features.get("image_grid_thw"),
         )
 
-    def _answer_labels(self, input_ids: torch.Tensor, key: str) -> tuple[torch.Tensor, int]:
-        """Labels for every assistant answer; returns them and where the last answer starts."""
+    def _answer_labels(self, input_ids: torch.Tensor, key: str, every_turn: bool) -> tuple[torch.Tensor, int]:
+        """Labels for the last assistant answer (every answer of a chat; few-shot demonstrations are
+        prompt); returns them and where the last answer starts."""
         ids = input_ids.tolist()
         width = len(self.answer_start)
         labels = torch.full_like(input_ids, IGNORE_INDEX)
         starts = [i + width for i in range(len(ids) - width + 1) if ids[i : i + width] == self.answer_start]
         if not starts:
             raise ValueError(f"{key}: no assistant turn found in the encoded chat (chat template mismatch?)")
-        for start in starts:
+        for start in starts if every_turn else starts[-1:]:
             end = start
             while end < len(ids) and ids[end] != self.turn_end:
                 end += 1
@@ -166,7 +168,8 @@ def pad_batch(items: list[Encoded], pad_id: int) -> dict:
         batch["image_grid_thw"] = torch.cat([item.image_grid_thw for item in items if item.image_grid_thw is not None])
     batch["is_padding"] = torch.tensor([item.is_padding for item in items])
     batch["meta"] = [
-        {"key": i.key, "task": i.task, "target": i.target, "labels": i.labels} for i in items
+        {"key": i.key, "task": i.task, "target": i.target, "labels": i.labels, "thumbnail": i.thumbnail}
+        for i in items
     ]
     return batch
 

@@ -6,16 +6,27 @@ Every `__init__` argument is a YAML key under ``data:`` in the configs.
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from dentvlm.data.collate import BatchCollator, ChatEncoder
-from dentvlm.data.shards import ShardSample, decode_image
+from dentvlm.data.shards import ShardSample, decode_image, iter_shard
 from dentvlm.data.stream import CheckupStream, ShardRef
-from dentvlm.data.tasks import MODALITIES, TASKS, Example, format_checkup, select_images, task_variant
+from dentvlm.data.tasks import (
+    MODALITIES,
+    TASKS,
+    Example,
+    format_checkup,
+    format_report,
+    select_images,
+    task_variant,
+    with_demonstrations,
+)
 from dentvlm.records import MODALITIES as IMAGE_MODALITIES
 from dentvlm.sharding import load_manifest
 
@@ -30,17 +41,38 @@ class HasTask:
         return self.variant in sample.checkup.tasks(self.classes)
 
 
+THUMBNAIL_SIDE = 96
+
+
+def thumbnail(image: Image.Image) -> bytes:
+    small = image.copy()
+    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
 class ExampleMaker:
-    """Picklable: shard sample -> formatted example -> encoded example (when an encoder is set)."""
+    """Picklable: shard sample -> formatted example (after any few-shot demonstrations) -> encoded
+    example (when an encoder is set)."""
 
     def __init__(self, task: str, classes: tuple[str, ...], multi_label: bool, modality: str,
                  image_modalities: tuple[str, ...], max_images: int, decode_long_side: int | None,
-                 encoder: ChatEncoder | None):
+                 encoder: ChatEncoder | None, demonstrations: list[ShardSample] | None = None):
         self.task, self.classes, self.multi_label, self.modality = task, classes, multi_label, modality
         self.image_modalities, self.max_images = image_modalities, max_images
         self.decode_long_side, self.encoder = decode_long_side, encoder
+        self.demonstrations = demonstrations or []
 
     def example(self, sample: ShardSample, is_padding: bool = False) -> Example:
+        example = self._single(sample)
+        example.is_padding = is_padding
+        example.thumbnail = thumbnail(example.images[0]) if example.images else None
+        if self.demonstrations:
+            example = with_demonstrations(example, [self._single(d) for d in self.demonstrations])
+        return example
+
+    def _single(self, sample: ShardSample) -> Example:
         checkup = sample.checkup
         if self.task == "chat":  # a conversation's placeholders fix its images
             indices = list(range(len(checkup.modalities)))
@@ -50,9 +82,7 @@ class ExampleMaker:
             indices = select_images(checkup, self.image_modalities, self.max_images)
         images = [decode_image(sample.images[i], f"{sample.where} image {i}", self.decode_long_side)
                   for i in indices]
-        example = format_checkup(checkup, images, self.task, self.classes, self.multi_label, self.modality)
-        example.is_padding = is_padding
-        return example
+        return format_checkup(checkup, images, self.task, self.classes, self.multi_label, self.modality)
 
     def __call__(self, sample: ShardSample, is_padding: bool):
         example = self.example(sample, is_padding)
@@ -97,6 +127,8 @@ class DentDataModule(L.LightningDataModule):
         min_pixels: Minimum pixels per image for the processor (None: the processor's own).
         max_pixels: Maximum pixels per image for the processor (None: the processor's own).
         decode_long_side: Downscale images at decode time to this long side (None: as stored).
+        few_shot: Training examples shown before each evaluation question (few-shot prompting of a
+            base model; 0: zero-shot). Training batches never get demonstrations.
         train_split: Split used for training.
         val_split: Split used for validation.
         test_split: Split used for test and predict.
@@ -124,6 +156,7 @@ class DentDataModule(L.LightningDataModule):
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         decode_long_side: int | None = None,
+        few_shot: int = 0,
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
@@ -145,6 +178,7 @@ class DentDataModule(L.LightningDataModule):
         self.encoder: ChatEncoder | None = None
         self.rank, self.world_size = 0, 1
         self._resume_epoch = 0
+        self.few_shot = few_shot
 
     @functools.cached_property
     def manifest(self) -> dict:
@@ -175,8 +209,9 @@ class DentDataModule(L.LightningDataModule):
             ShardRef(str(self.shard_dir / s["file"]), s["tasks"].get(variant, 0))
             for s in self.manifest["splits"][split]["shards"]
         ]
+        demonstrations = self.demonstrations(task) if self.few_shot and not training else None
         maker = ExampleMaker(task, self.classes, hp.multi_label, hp.modality, tuple(hp.image_modalities),
-                             hp.max_images, hp.decode_long_side, self.encoder)
+                             hp.max_images, hp.decode_long_side, self.encoder, demonstrations)
         stream = CheckupStream(
             [s for s in shards if s.eligible], HasTask(variant, self.classes), maker,
             batch_size=hp.batch_size if training else (hp.eval_batch_size or hp.batch_size),
@@ -185,6 +220,24 @@ class DentDataModule(L.LightningDataModule):
         )
         stream.distribute(self.rank, self.world_size, hp.num_workers)
         return stream
+
+    def demonstrations(self, task: str) -> list[ShardSample]:
+        """`few_shot` training samples for `task`, chosen deterministically: the first of each new
+        label set in shard order, so the prompt shows different conditions."""
+        eligible = HasTask(task_variant(task, self.hparams.multi_label), self.classes)
+        chosen: list[ShardSample] = []
+        spare: list[ShardSample] = []
+        seen: set[tuple[str, ...]] = set()
+        for shard in self.manifest["splits"][self.hparams.train_split]["shards"]:
+            for sample in iter_shard(self.shard_dir / shard["file"]):
+                if len(chosen) == self.few_shot:
+                    return chosen
+                if not eligible(sample):
+                    continue
+                labels = tuple(sorted(sample.checkup.labels))
+                (spare if labels in seen else chosen).append(sample)
+                seen.add(labels)
+        return (chosen + spare)[: self.few_shot]
 
     def _loader(self, stream: CheckupStream) -> EpochLoader:
         collate = BatchCollator(self.encoder.pad_id) if self.encoder is not None else list
@@ -221,6 +274,18 @@ class DentDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> list[DataLoader]:
         return self.test_dataloader()
+
+    def report_language(self, setting: str = "auto") -> str:
+        """"en" or "zh" for report metrics; "auto" looks at the first report of the shards."""
+        from dentvlm.metrics.text import resolve_language
+
+        if setting != "auto":
+            return resolve_language(setting, [])
+        for split in (self.hparams.val_split, self.hparams.test_split, self.hparams.train_split):
+            for shard in self.manifest["splits"].get(split, {}).get("shards", []):
+                for sample in iter_shard(self.shard_dir / shard["file"]):
+                    return resolve_language("auto", [format_report(sample.checkup.report)])
+        return "en"
 
     def split_size(self, split: str, task: str) -> int:
         """Eligible samples of `split` for `task`, from the manifest."""

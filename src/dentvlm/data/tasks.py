@@ -53,6 +53,7 @@ class Example:
         labels: True labels in vocabulary order (empty for chat examples without labels).
         is_padding: A repeated sample that only evens out batch counts across ranks; excluded
             from validation loss and metrics.
+        thumbnail: A small JPEG of the first image, for prediction tables.
     """
 
     key: str
@@ -62,6 +63,7 @@ class Example:
     target: str
     labels: list[str] = field(default_factory=list)
     is_padding: bool = False
+    thumbnail: bytes | None = None
 
 
 def task_variant(task: str, multi_label: bool) -> str:
@@ -188,3 +190,11 @@ def _format_conversation(checkup: Checkup, images: list[Image.Image]) -> Example
     shown = sum(part["type"] == "image" for m in messages for part in m["content"])
     target = messages[-1]["content"][0]["text"] if messages[-1]["content"] else ""
     return Example(checkup.key, "chat", messages, images[:shown], target, list(checkup.labels))
+
+
+def with_demonstrations(example: Example, demonstrations: list[Example]) -> Example:
+    """Few-shot: the demonstrations' question/answer turns, then the example's own (images in order)."""
+    messages = [m for demo in demonstrations for m in demo.messages] + example.messages
+    images = [image for demo in demonstrations for image in demo.images] + example.images
+    return Example(example.key, example.task, messages, images, example.target, example.labels,
+                   example.is_padding, example.thumbnail)

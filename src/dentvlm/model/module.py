@@ -7,6 +7,7 @@ and, for the first batches of each epoch, generated answers as `Prediction`s for
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import lightning as L
@@ -59,7 +60,8 @@ class DentVLM(L.LightningModule):
         fsdp_param_dtype: Under FSDP2, all-gather/compute dtype (e.g. bfloat16); None keeps `dtype`.
         max_new_tokens: Generation length limit for evaluation.
         num_beams: Beam count (1: greedy).
-        generate_samples: Samples per evaluation task and epoch to generate answers for (-1: all).
+        generate_samples: Validation samples per task and epoch to generate answers for (-1: all);
+            `dentvlm test` always generates for every sample.
     """
 
     def __init__(
@@ -99,6 +101,8 @@ class DentVLM(L.LightningModule):
         # Only trainable weights are checkpointed (see state_dict), so loading is not strict.
         self.strict_loading = False
         self.eval_loss = torch.nn.ModuleDict()
+        # False evaluates the base model: LoRA layers and modules_to_save copies switched off.
+        self.use_adapter = True
 
     # ----- model construction -------------------------------------------------------------
     def configure_model(self) -> None:
@@ -160,7 +164,16 @@ class DentVLM(L.LightningModule):
 
     # ----- steps ----------------------------------------------------------------------------
     def forward(self, batch: dict, labels: torch.Tensor | None = None):
-        return self.network(**model_inputs(batch), labels=batch["labels"] if labels is None else labels)
+        with self._adapter_switch():
+            return self.network(**model_inputs(batch), labels=batch["labels"] if labels is None else labels)
+
+    def _adapter_switch(self):
+        if self.use_adapter:
+            return contextlib.nullcontext()
+        if not hasattr(self.model, "disable_adapter"):
+            raise ValueError("the base-model baseline needs a LoRA run (model.finetune=lora); for full "
+                             "fine-tuning, evaluate the base model with `dentvlm test` and no --ckpt_path")
+        return self.model.disable_adapter()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
@@ -194,17 +207,21 @@ class DentVLM(L.LightningModule):
         labels[batch["is_padding"]] = IGNORE_INDEX  # padding only evens out batch counts
         tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
         loss = self(batch, labels=labels).loss if tokens else torch.zeros((), device=self.device)
-        metric = self._loss_metric(f"{stage}/{task}/loss")
+        name = f"{stage}/{task}/loss"
+        metric, attribute = self._loss_metric(name)
         metric.update(torch.nan_to_num(loss.detach()), weight=tokens)
-        self.log(f"{stage}/{task}/loss", metric, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False)
-        predictions = self.predictions(batch) if batch_idx < self._generation_batches(batch) else []
+        self.log(name, metric, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False,
+                 metric_attribute=attribute)
+        generate = stage == "test" or batch_idx < self._generation_batches(batch)  # test: every sample
+        predictions = self.predictions(batch) if generate else []
         return {"loss": loss, "predictions": predictions}
 
-    def _loss_metric(self, name: str) -> MeanMetric:
+    def _loss_metric(self, name: str) -> tuple[MeanMetric, str]:
+        """A token-weighted mean per stage and task, made on first use; returns it and its attribute path."""
         key = name.replace("/", "__")
         if key not in self.eval_loss:
             self.eval_loss[key] = MeanMetric().to(self.device)
-        return self.eval_loss[key]
+        return self.eval_loss[key], f"eval_loss.{key}"
 
     def _generation_batches(self, batch: dict) -> int:
         """Batches per rank to generate for: the same on every rank (generation is collective under FSDP)."""
@@ -218,14 +235,18 @@ class DentVLM(L.LightningModule):
     def generate(self, batch: dict) -> list[str]:
         """Greedy (or beam) answers for the batch's generation prompts (left-padded, KV-cached)."""
         inputs = model_inputs(batch, generation=True)
-        output = self.network.generate(
+        with self._adapter_switch():
+            output = self._generate(inputs)
+        return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def _generate(self, inputs: dict) -> torch.Tensor:
+        return self.network.generate(
             **inputs, max_new_tokens=self.hparams.max_new_tokens, do_sample=False,
             num_beams=self.hparams.num_beams, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"),
             # Under FSDP every rank must run the same number of forward passes.
             synced_gpus=self._uses_fsdp() and self.trainer.world_size > 1,
         )
-        return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def predictions(self, batch: dict) -> list[Prediction]:
         """Generated answers as `Prediction`s; padding rows are generated (collectives) but dropped."""
@@ -233,7 +254,7 @@ class DentVLM(L.LightningModule):
         prompts = self.tokenizer.batch_decode(batch["gen_input_ids"], skip_special_tokens=True)
         return [
             Prediction(key=m["key"], task=m["task"], prompt=p, reference=m["target"], generated=a.strip(),
-                       true_labels=list(m["labels"]))
+                       true_labels=list(m["labels"]), thumbnail=m.get("thumbnail"))
             for m, p, a, pad in zip(batch["meta"], prompts, answers, batch["is_padding"].tolist())
             if not pad
         ]
