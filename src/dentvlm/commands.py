@@ -37,7 +37,7 @@ def shard(
     out: str,
     source_format: str = "auto",
     salt: str | None = None,
-    classes: list[str] = list(DEFAULT_CLASSES),
+    classes: list[str] = list(DEFAULT_CLASSES),  # noqa: B006 (shown in --help; never mutated)
     val: float = 0.1,
     test: float = 0.15,
     seed: int = 0,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dentvlm.data.split import SPLITS, patient_split
 from dentvlm.data.shards import PARTIAL_SUFFIX, ShardWriter
+from dentvlm.data.split import SPLITS, patient_split
 from dentvlm.ingest.code_release import read_code_release
 from dentvlm.ingest.common import IngestError, Skip, SourceItem
 from dentvlm.ingest.images import ImagePolicy, ImageRejected, prepare_image
@@ -54,7 +54,7 @@ def build_shards(
     val: float = 0.1,
     test: float = 0.15,
     seed: int = 0,
-    policy: ImagePolicy = ImagePolicy(),
+    policy: ImagePolicy = ImagePolicy(),  # noqa: B008 (frozen dataclass)
     max_count: int = 1000,
     max_bytes: int = 1_000_000_000,
     strict: bool = False,

@@ -74,7 +74,8 @@ def test_batches_pad_right_for_loss_and_left_for_generation(processor):
     assert (batch["labels"][0, len(short):] == IGNORE_INDEX).all()
     width = batch["gen_input_ids"].shape[1]
     assert width == max(short.prompt_len, long.prompt_len)
-    assert batch["gen_input_ids"][0, width - short.prompt_len :].tolist() == short.input_ids[: short.prompt_len].tolist()
+    prompt = short.input_ids[: short.prompt_len].tolist()
+    assert batch["gen_input_ids"][0, width - short.prompt_len :].tolist() == prompt
     assert batch["gen_attention_mask"][0, : width - short.prompt_len].sum() == 0
     assert batch["pixel_values"].shape[0] == short.pixel_values.shape[0] + long.pixel_values.shape[0]
     assert batch["image_grid_thw"].shape == (3, 3)

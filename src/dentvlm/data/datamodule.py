@@ -141,7 +141,7 @@ class DentDataModule(L.LightningDataModule):
         eval_tasks: list[str] | None = None,
         multi_label: bool = True,
         modality: str = "both",
-        image_modalities: list[str] = list(IMAGE_MODALITIES),
+        image_modalities: list[str] = list(IMAGE_MODALITIES),  # noqa: B006 (a YAML default; never mutated)
         max_images: int = 8,
         batch_size: int = 2,
         eval_batch_size: int | None = None,

@@ -129,7 +129,8 @@ def iter_shard(path: str | Path) -> Iterator[ShardSample]:
         for index in range(len(checkup.modalities)):
             data = raw.get(image_member(index))
             if data is None:
-                raise ValueError(f"{where}: record lists {len(checkup.modalities)} images, {image_member(index)} missing")
+                raise ValueError(
+                    f"{where}: record lists {len(checkup.modalities)} images, {image_member(index)} missing")
             images.append(data)
         yield ShardSample(checkup=checkup, images=images, where=where)
 

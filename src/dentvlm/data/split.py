@@ -65,7 +65,8 @@ def patient_split(
         group_classes = Counter(c for i in members for c in strata[i])
         open_splits = [s for s in SPLITS if filled[s] + len(members) <= targets[s]] or ["train"]
 
-        def need(split: str) -> tuple[float, float]:
+        def need(split: str, group_classes: Counter = group_classes) -> tuple[float, float]:
+            """How much `split` still wants this patient's classes, then its size."""
             class_need = sum(
                 (wanted[split][c] - have[split][c]) / max(wanted[split][c], 1e-9) * k
                 for c, k in group_classes.items()

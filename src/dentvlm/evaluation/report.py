@@ -47,7 +47,8 @@ def write_report_md(path: Path, results: dict) -> None:
                 + [str(m["unparseable"])] for name, m in with_task]
         lines += _table(["Model", "Samples"] + [title for _, title in columns] + ["Unparseable"], rows) + [""]
         lines += ["Per-class F1:", ""]
-        lines += _table(["Model"] + classes, [[name] + [percent(f) for f in m["per_class_f1"]] for name, m in with_task])
+        per_class = [[name] + [percent(f) for f in m["per_class_f1"]] for name, m in with_task]
+        lines += _table(["Model"] + classes, per_class)
         lines += [""]
     with_report = [(name, v["report"]) for name, v in variants.items() if "report" in v]
     if with_report:

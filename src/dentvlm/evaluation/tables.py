@@ -56,10 +56,11 @@ class PredictionTable(L.Callback):
         for callback in trainer.callbacks:
             if isinstance(callback, ClassificationMetrics) and stage in callback.results:
                 matrix = np.array(callback.results[stage]["confusion"])
-                if matrix.ndim == 2:
+                classes = list(trainer.datamodule.classes)
+                if matrix.ndim == 2:  # single-label; rows: true class, columns: predicted (+ unparseable)
                     logger.log_table(f"{stage}/classification/confusion_matrix",
-                                     columns=["true \\ predicted"] + list(trainer.datamodule.classes) + ["unparseable"],
-                                     data=[[name, *row] for name, row in zip(trainer.datamodule.classes, matrix.tolist())],
+                                     columns=["true \\ predicted", *classes, "unparseable"],
+                                     data=[[name, *row] for name, row in zip(classes, matrix.tolist())],
                                      step=trainer.global_step)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:

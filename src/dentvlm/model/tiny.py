@@ -103,8 +103,12 @@ def tiny_config(tokenizer):
 
 def build_tiny_model(out: Path, seed: int = 0) -> Path:
     """Write the tiny model and its processor to `out` (same seed, same files)."""
-    from transformers import (Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLImageProcessor,
-                              Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     tokenizer = build_tokenizer(tiny_corpus(seed=seed))
     image_processor = Qwen2VLImageProcessor(min_pixels=IMAGE_MIN_PIXELS, max_pixels=IMAGE_MAX_PIXELS)
