@@ -4,10 +4,11 @@ their flags."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from jsonargparse import CLI
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 TOOLS = ("synth", "shard", "tiny", "export")
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
@@ -26,7 +27,18 @@ model:
 
 Run `dentvlm COMMAND --help` for a command's options. Trainer commands take repeatable
 --config files, `--print_config`, and DENTVLM_<COMMAND>__<KEY> environment overrides
-(e.g. DENTVLM_FIT__TRAINER__MAX_EPOCHS=1)."""
+(e.g. DENTVLM_FIT__TRAINER__MAX_EPOCHS=1; they override config files, flags override them)."""
+
+
+class LogConfig(SaveConfigCallback):
+    """Saves the resolved config beside the run (Lightning's behaviour) and logs it to every logger
+    (W&B shows it as the run config)."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        config = self.config.as_dict()
+        config.pop("config", None)  # the --config file paths, not settings
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
 
 
 class DentCLI(LightningCLI):
@@ -65,16 +77,39 @@ class DentCLI(LightningCLI):
         run_baselines(self.trainer, self.model, self.datamodule, self._results_writer(), ckpt_path)
 
 
+def with_environment_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
+    """Insert ``DENTVLM_<COMMAND>__<KEY>__<SUBKEY>=value`` variables as ``--key.subkey value``
+    after the last ``--config``: they override config files, and explicit flags after them win.
+    (jsonargparse's own environment parsing ranks below config files, so it cannot override them.)"""
+    prefix = f"DENTVLM_{argv[0].upper()}__"
+    overrides = []
+    for name, value in sorted(environ.items()):
+        if name.startswith(prefix) and name != prefix + "CONFIG":
+            overrides += ["--" + name[len(prefix):].lower().replace("__", "."), value]
+    position = 1
+    for index, arg in enumerate(argv):
+        if arg == "--config":
+            position = index + 2
+        elif arg.startswith("--config="):
+            position = index + 1
+    return argv[:position] + overrides + argv[position:]
+
+
 def run_trainer_command(argv: list[str] | None) -> DentCLI:
     """Lightning's subcommands; `argv` None reads sys.argv (as a console script)."""
     from dentvlm.data.datamodule import DentDataModule
     from dentvlm.model.module import DentVLM
 
+    if argv is None:  # a console script: LightningCLI reads sys.argv itself (and warns if given both)
+        sys.argv[1:] = with_environment_overrides(sys.argv[1:], dict(os.environ))
+    else:
+        argv = with_environment_overrides(argv, dict(os.environ))
     return DentCLI(
         DentVLM,
         DentDataModule,
         args=argv,
-        parser_kwargs={"default_env": True, "env_prefix": "DENTVLM"},
+        parser_kwargs={"env_prefix": "DENTVLM"},
+        save_config_callback=LogConfig,
         save_config_kwargs={"overwrite": True},
     )
 

@@ -43,3 +43,12 @@ def test_unknown_key_is_named(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(CONFIGS[0]), "--model.lora_rnak", "4", "--print_config"])
     assert "lora_rnak" in capsys.readouterr().err
+
+
+def test_environment_overrides(monkeypatch, capsys):
+    monkeypatch.setenv("DENTVLM_FIT__TRAINER__MAX_EPOCHS", "1")
+    monkeypatch.setenv("DENTVLM_FIT__MODEL__LORA_RANK", "4")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS[0].parent / "tiny.yaml"), "--print_config"])
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["trainer"]["max_epochs"] == 1 and resolved["model"]["lora_rank"] == 4
