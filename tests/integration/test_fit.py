@@ -59,15 +59,19 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
         main(fit_args(tmp_path, "--model.learning_rate", "1e6", "--trainer.gradient_clip_val", "null"))
 
 
+FSDP2 = ["--trainer.strategy", "lightning.pytorch.strategies.ModelParallelStrategy",
+         "--trainer.strategy.save_distributed_checkpoint", "false"]
+
+
 @pytest.mark.slow
-def test_two_process_fsdp2_fit_on_cpu(tmp_path):
-    args = fit_args(tmp_path, "--trainer.devices", "2",
-                    "--trainer.strategy", "lightning.pytorch.strategies.ModelParallelStrategy",
-                    "--trainer.strategy.save_distributed_checkpoint", "false", "--trainer.max_epochs", "1")
+@pytest.mark.parametrize("strategy", [FSDP2, ["--trainer.strategy", "ddp"]], ids=["fsdp2", "ddp"])
+def test_two_process_fit_on_cpu(tmp_path, strategy):
+    args = fit_args(tmp_path, "--trainer.devices", "2", *strategy, "--trainer.max_epochs", "1")
     result = subprocess.run([sys.executable, "-m", "dentvlm", *args], cwd=REPO, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "trainable of" in result.stdout + result.stderr and "per shard" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "trainable of" in output and ("per shard" in output) == (strategy is FSDP2)
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
