@@ -4,11 +4,9 @@ their flags."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 from jsonargparse import CLI
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 TOOLS = ("synth", "shard", "tiny", "export")
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
@@ -30,90 +28,6 @@ Run `dentvlm COMMAND --help` for a command's options. Trainer commands take repe
 (e.g. DENTVLM_FIT__TRAINER__MAX_EPOCHS=1; they override config files, flags override them)."""
 
 
-class LogConfig(SaveConfigCallback):
-    """Saves the resolved config beside the run (Lightning's behaviour) and logs it to every logger
-    (W&B shows it as the run config)."""
-
-    def save_config(self, trainer, pl_module, stage: str) -> None:
-        config = self.config.as_dict()
-        config.pop("config", None)  # the --config file paths, not settings
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"config": config})
-
-
-class DentCLI(LightningCLI):
-    """LightningCLI with dentvlm's wiring: the data's processor follows the model path; the metric
-    callbacks, the W&B prediction table and the results writer are always there, each with its own
-    config section (classification_metrics, report_metrics, prediction_table, results); `test` also
-    evaluates the baselines into the same results folder."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        from dentvlm.evaluation.results import ResultsWriter
-        from dentvlm.evaluation.tables import PredictionTable
-        from dentvlm.metrics.callbacks import ClassificationMetrics, ReportMetrics
-
-        parser.link_arguments("model.model_path", "data.processor_path")
-        parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")
-        # Order matters: metrics compute before the table and the results writer read them.
-        parser.add_lightning_class_args(ClassificationMetrics, "classification_metrics")
-        parser.add_lightning_class_args(ReportMetrics, "report_metrics")
-        parser.add_lightning_class_args(PredictionTable, "prediction_table")
-        parser.add_lightning_class_args(ResultsWriter, "results")
-
-    def _results_writer(self):
-        from dentvlm.evaluation.results import ResultsWriter
-
-        return next(c for c in self.trainer.callbacks if isinstance(c, ResultsWriter))
-
-    def before_test(self) -> None:
-        from dentvlm.evaluation.runner import first_variant_name
-
-        self._results_writer().variant = first_variant_name(self.config_init[self.subcommand].get("ckpt_path"))
-
-    def after_test(self) -> None:
-        from dentvlm.evaluation.runner import run_baselines
-
-        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
-        run_baselines(self.trainer, self.model, self.datamodule, self._results_writer(), ckpt_path)
-
-
-def with_environment_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
-    """Insert ``DENTVLM_<COMMAND>__<KEY>__<SUBKEY>=value`` variables as ``--key.subkey value``
-    after the last ``--config``: they override config files, and explicit flags after them win.
-    (jsonargparse's own environment parsing ranks below config files, so it cannot override them.)"""
-    prefix = f"DENTVLM_{argv[0].upper()}__"
-    overrides = []
-    for name, value in sorted(environ.items()):
-        if name.startswith(prefix) and name != prefix + "CONFIG":
-            overrides += ["--" + name[len(prefix):].lower().replace("__", "."), value]
-    position = 1
-    for index, arg in enumerate(argv):
-        if arg == "--config":
-            position = index + 2
-        elif arg.startswith("--config="):
-            position = index + 1
-    return argv[:position] + overrides + argv[position:]
-
-
-def run_trainer_command(argv: list[str] | None) -> DentCLI:
-    """Lightning's subcommands; `argv` None reads sys.argv (as a console script)."""
-    from dentvlm.data.datamodule import DentDataModule
-    from dentvlm.model.module import DentVLM
-
-    if argv is None:  # a console script: LightningCLI reads sys.argv itself (and warns if given both)
-        sys.argv[1:] = with_environment_overrides(sys.argv[1:], dict(os.environ))
-    else:
-        argv = with_environment_overrides(argv, dict(os.environ))
-    return DentCLI(
-        DentVLM,
-        DentDataModule,
-        args=argv,
-        parser_kwargs={"env_prefix": "DENTVLM"},
-        save_config_callback=LogConfig,
-        save_config_kwargs={"overwrite": True},
-    )
-
-
 def run_tool(argv: list[str]) -> None:
     """Run one of the non-training commands through jsonargparse (signature = flags)."""
     from dentvlm import commands
@@ -129,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     if args[0] in TOOLS:
         run_tool(args)
     elif args[0] in TRAINER_COMMANDS:
+        from dentvlm.trainer_cli import run_trainer_command
+
         run_trainer_command(None if argv is None else args)
     else:
         raise SystemExit(f"dentvlm: unknown command {args[0]!r}\n\n{USAGE}")

@@ -24,7 +24,7 @@ from dentvlm.data.shards import PARTIAL_SUFFIX, ShardWriter
 from dentvlm.data.split import SPLITS, patient_split
 from dentvlm.ingest.code_release import read_code_release
 from dentvlm.ingest.common import IngestError, Skip, SourceItem
-from dentvlm.ingest.images import ImagePolicy, ImageRejected, prepare_image
+from dentvlm.ingest.images import ImagePolicy, prepare_images
 from dentvlm.ingest.sharegpt import read_sharegpt
 from dentvlm.labels import DEFAULT_CLASSES, LabelParser
 from dentvlm.records import MODALITIES
@@ -120,7 +120,7 @@ def _write_split(items, writer, pool_map, policy, classes, strict, skipped_check
     written = 0
     jobs = ((i.image_paths, policy) for i in items)
     bar = tqdm(total=len(items), desc=f"shard {name}", unit="checkup", disable=not progress or not items)
-    for item, results in zip(items, pool_map(_prepare_checkup_images, jobs)):
+    for item, results in zip(items, pool_map(prepare_images, jobs)):
         bar.update()
         checkup, kept = item.checkup, []
         modalities = []
@@ -153,18 +153,6 @@ def _write_split(items, writer, pool_map, policy, classes, strict, skipped_check
     }
 
 
-def _prepare_checkup_images(job: tuple[list[Path], ImagePolicy]) -> list[bytes | tuple[str, str]]:
-    """Worker: JPEG bytes per image, or (reason, message) for an image that was rejected."""
-    paths, policy = job
-    results: list[bytes | tuple[str, str]] = []
-    for path in paths:
-        try:
-            results.append(prepare_image(path, policy))
-        except ImageRejected as exc:
-            results.append((exc.reason, str(exc)))
-    return results
-
-
 class _image_pool:
     """Context manager giving an ordered `map` over processes (or in-process for one worker)."""
 
@@ -176,6 +164,7 @@ class _image_pool:
         if self.workers <= 1:
             return map
         # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy broken.
+        # Workers import only dentvlm.ingest.images (PIL), so they start in well under a second.
         self._executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
         return lambda fn, jobs: self._executor.map(fn, jobs, chunksize=4)
 

@@ -94,6 +94,18 @@ def prepare_image_bytes(data: bytes, policy: ImagePolicy, where: str) -> bytes:
         image.close()
 
 
+def prepare_images(job: tuple[list[Path], ImagePolicy]) -> list[bytes | tuple[str, str]]:
+    """Process-pool worker for one checkup: JPEG bytes per image, or (reason, message) when rejected."""
+    paths, policy = job
+    results: list[bytes | tuple[str, str]] = []
+    for path in paths:
+        try:
+            results.append(prepare_image(path, policy))
+        except ImageRejected as exc:
+            results.append((exc.reason, str(exc)))
+    return results
+
+
 def open_bounded(data: bytes, max_pixels: int, where: str) -> Image.Image:
     """Open (without decoding) an image and check its declared size against `max_pixels`."""
     try:
