@@ -11,7 +11,8 @@ from dentvlm.sharding import build_shards
 from dentvlm.synth import write_synthetic_release
 
 REPO = Path(__file__).resolve().parents[1]
-SHAREGPT_FIXTURE = REPO.parent / "shared" / "fixtures" / "sharegpt-llamafactory" / "mllm_demo.json"
+# LLaMA-Factory's multimodal ShareGPT demo, copied unchanged (Apache-2.0; see its README.md)
+SHAREGPT_FIXTURE = REPO / "tests" / "fixtures" / "sharegpt-llamafactory" / "mllm_demo.json"
 DEMO_SHARDS = REPO / "shards" / "demo"
 
 
@@ -41,5 +42,5 @@ def tiny_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def sharegpt_fixture() -> Path:
     if not SHAREGPT_FIXTURE.is_file():
-        pytest.fail(f"missing third-party fixture {SHAREGPT_FIXTURE} (../shared/fixtures beside the project)")
+        pytest.fail(f"missing third-party fixture {SHAREGPT_FIXTURE}")
     return SHAREGPT_FIXTURE

@@ -8,7 +8,9 @@ nltk data folder (nltk refuses corpus paths outside its data path, symlinks incl
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
@@ -45,15 +47,17 @@ def ensure_wordnet(cache: Path | None = None) -> None:
     if not (target / "lexnames").is_file():
         if not (DEBIAN_WORDNET / "data.noun").is_file():
             raise RuntimeError(INSTALL_HINT)
-        staging = target.with_name("wordnet.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A private staging folder and an atomic rename: ranks may race to make the copy.
+        staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
         for path in DEBIAN_WORDNET.iterdir():
             if path.is_file():
                 shutil.copy2(path, staging / path.name)
         (staging / "lexnames").write_text(lexnames_text())
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process finished first
+            shutil.rmtree(staging, ignore_errors=True)
     if str(data) not in nltk.data.path:
         nltk.data.path.insert(0, str(data))
     if not _loads():
