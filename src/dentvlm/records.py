@@ -130,8 +130,6 @@ class Checkup:
         return tasks
 
 
-TASK_VARIANTS = ("classification", "classification_single", "report", "chat")
-
 
 def _expect(raw: dict[str, Any], name: str, kind: type, where: str) -> Any:
     value = raw.get(name)

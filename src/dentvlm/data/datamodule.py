@@ -19,7 +19,6 @@ from dentvlm.data.shards import ShardSample, decode_image, iter_shard
 from dentvlm.data.stream import CheckupStream, ShardRef
 from dentvlm.data.tasks import (
     MODALITIES,
-    TASKS,
     Example,
     format_checkup,
     format_report,
@@ -292,5 +291,3 @@ class DentDataModule(L.LightningDataModule):
         variant = task_variant(task, self.hparams.multi_label)
         return self.manifest["splits"][split]["tasks"].get(variant, 0)
 
-
-__all__ = ["DentDataModule", "TASKS"]
