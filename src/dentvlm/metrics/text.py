@@ -11,6 +11,7 @@ BLEU) and their numbers don't compare:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -140,9 +141,7 @@ class EmbeddingSimilarity(Metric):
 
     def encoders(self):
         if self._encoders is None:
-            from sentence_transformers import SentenceTransformer
-
-            self._encoders = [SentenceTransformer(resolve_embedding_model(m), device="cpu") for m in self.model_names]
+            self._encoders = [load_encoder(resolve_embedding_model(m)) for m in self.model_names]
         return self._encoders
 
     def pair_scores(self, predictions: Sequence[str], references: Sequence[str]) -> torch.Tensor:
@@ -163,6 +162,14 @@ class EmbeddingSimilarity(Metric):
 
     def compute(self) -> torch.Tensor:
         return self.total / self.count.clamp(min=1)
+
+
+@functools.lru_cache(maxsize=8)
+def load_encoder(folder: str):
+    """A sentence-transformers model, loaded once per process (validation and test share it)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(folder, device="cpu")
 
 
 def resolve_embedding_model(name: str) -> str:
