@@ -44,7 +44,8 @@ def classification_intervals(predictions: list[Prediction], classes: Sequence[st
     if not multi_label:  # anything but exactly one label is the "unparseable" answer: wrong everywhere
         valid = pred.sum(1) == 1
         pred = pred & valid[:, None]
-    exact = (pred == true).all(1)
+    parsed = np.array([p.parsed_labels is not None for p in predictions], dtype=bool)
+    exact = (pred == true).all(1) & parsed  # an unparseable answer is never right
     name = "subset_accuracy" if multi_label else "accuracy"
     return {
         name: bootstrap_interval(exact, lambda i: float(exact[i].mean()), resamples, seed),

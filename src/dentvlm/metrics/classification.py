@@ -54,7 +54,8 @@ class ClassificationScores(torch.nn.Module):
         n = len(classes)
         if multi_label:
             self.metrics = MetricCollection({
-                "subset_accuracy": MultilabelExactMatch(num_labels=n),
+                # one extra column, set only for unparseable answers: they never match, even an empty truth
+                "subset_accuracy": MultilabelExactMatch(num_labels=n + 1),
                 "micro_f1": MultilabelF1Score(num_labels=n, average="micro"),
                 "macro_f1": MultilabelF1Score(num_labels=n, average="macro"),
                 "per_class_f1": MultilabelF1Score(num_labels=n, average=None),
@@ -78,11 +79,17 @@ class ClassificationScores(torch.nn.Module):
         if self.multi_label:
             preds = torch.tensor([multi_hot(p, self.classes) for p in parsed], device=device)
             target = torch.tensor([multi_hot(t, self.classes) for t in truth], device=device)
+            unparseable = torch.tensor([[int(p is None)] for p in parsed], device=device)
+            self.metrics["subset_accuracy"].update(torch.cat([preds, unparseable], 1),
+                                                   torch.cat([target, torch.zeros_like(unparseable)], 1))
+            for name, metric in self.metrics.items():
+                if name != "subset_accuracy":
+                    metric.update(preds, target)
         else:
             preds = torch.tensor([self.classes.index(p[0]) if p and len(p) == 1 else len(self.classes)
                                   for p in parsed], device=device)
             target = torch.tensor([self.classes.index(t[0]) for t in truth], device=device)
-        self.metrics.update(preds, target)
+            self.metrics.update(preds, target)
         self.unparseable.update(torch.tensor(float(sum(p is None for p in parsed)), device=device))
         self.count.update(torch.tensor(float(len(truth)), device=device))
 

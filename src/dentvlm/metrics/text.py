@@ -53,7 +53,9 @@ def resolve_language(setting: str, texts: Sequence[str]) -> str:
 
 
 def bleu_metrics(language: str) -> dict[str, SacreBLEUScore]:
-    """Corpus BLEU-1..4 (cumulative, uniform weights), sacrebleu-compatible."""
+    """Corpus BLEU-1..4 (cumulative, uniform weights), as sacrebleu computes it without smoothing
+    (sacrebleu's command line smooths by default, so its scores differ when an n-gram order has no
+    match in the whole corpus)."""
     return {f"bleu{n}": SacreBLEUScore(n_gram=n, tokenize="zh" if language == "zh" else "13a") for n in range(1, 5)}
 
 

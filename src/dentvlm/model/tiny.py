@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from dentvlm.cache import cache_dir
+
 TINY_VERSION = 1
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
@@ -41,10 +43,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DENTVLM_CACHE", Path.home() / ".cache" / "dentvlm"))
 
 
 def tiny_corpus(num_checkups: int = 3000, seed: int = 0) -> Iterator[str]:
