@@ -15,7 +15,7 @@ import torch
 
 from dentvlm.data.datamodule import DentDataModule
 from dentvlm.model.build import load_vlm
-from dentvlm.model.module import model_inputs
+from dentvlm.model.inputs import model_inputs
 
 
 def run(shards: str, batch_size: int, steps: int, group: int) -> tuple[float, float]:

@@ -11,24 +11,28 @@ from pathlib import Path
 from dentvlm.labels import DEFAULT_CLASSES
 
 
-def synth(out: str, num_checkups: int = 300, seed: int = 0, photo_width: int = 480, photo_height: int = 360,
-          radiograph_width: int = 512, radiograph_height: int = 256) -> None:
+def synth(out: str, num_checkups: int = 300, seed: int = 0, profile: str = "demo", photo_width: int | None = None,
+          photo_height: int | None = None, radiograph_width: int | None = None,
+          radiograph_height: int | None = None) -> None:
     """Write a synthetic release in the real COde layout (complete_dataset.csv + Images/).
 
     Args:
         out: Folder to write (created; must be empty or hold an earlier synthetic release).
         num_checkups: Number of checkups (rows).
         seed: Random seed; the same seed writes byte-identical files.
-        photo_width: Width of the intraoral photographs, in pixels.
-        photo_height: Height of the intraoral photographs, in pixels.
-        radiograph_width: Width of the radiographs, in pixels.
-        radiograph_height: Height of the radiographs, in pixels.
+        profile: demo (480x360 photos, short text) or code (COde's shapes: photos with a 1,024-2,000 px
+            long side, 5.7 per checkup on average, 0-2 radiographs, records of COde's length).
+        photo_width: Width of the intraoral photographs, in pixels (default: the profile's).
+        photo_height: Height of the intraoral photographs, in pixels (default: the profile's).
+        radiograph_width: Width of the radiographs, in pixels (default: the profile's).
+        radiograph_height: Height of the radiographs, in pixels (default: the profile's).
     """
     from dentvlm.synth import write_synthetic_release
 
-    path = write_synthetic_release(out, num_checkups=num_checkups, seed=seed,
-                                   photo_size=(photo_width, photo_height),
-                                   radiograph_size=(radiograph_width, radiograph_height))
+    photo = (photo_width, photo_height) if photo_width and photo_height else None
+    radiograph = (radiograph_width, radiograph_height) if radiograph_width and radiograph_height else None
+    path = write_synthetic_release(out, num_checkups=num_checkups, seed=seed, profile=profile,
+                                   photo_size=photo, radiograph_size=radiograph)
     print(f"dentvlm synth: wrote {num_checkups} checkups to {path}", file=sys.stderr)
 
 

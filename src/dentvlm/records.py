@@ -58,6 +58,9 @@ class Checkup:
         info: Patient information by `INFO_FIELDS` name; missing fields are absent.
         report: Reference report sections by `REPORT_SECTIONS` name; missing sections are absent.
         labels: Normalised condition names found for this checkup (any vocabulary).
+        labelled: The source states this checkup's conditions (a COde diagnosis, or a ShareGPT answer
+            that lists conditions or says "no disease"), so empty `labels` mean "none" rather than
+            "unknown".
         conversation: ShareGPT turns ``{"role", "content"}`` with ``<image>`` placeholders, when the
             source was a conversation; None for clinical records.
     """
@@ -68,6 +71,7 @@ class Checkup:
     info: dict[str, str] = field(default_factory=dict)
     report: dict[str, str] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
+    labelled: bool = True
     conversation: list[dict[str, str]] | None = None
 
     def to_json(self) -> bytes:
@@ -92,6 +96,7 @@ class Checkup:
             info=_expect_str_dict(raw, "info", INFO_FIELDS, where),
             report=_expect_str_dict(raw, "report", REPORT_SECTIONS, where),
             labels=_expect_str_list(raw, "labels", where),
+            labelled=_expect(raw, "labelled", bool, where),
             conversation=_expect_conversation(raw.get("conversation"), where),
         )
         record.validate(where)
@@ -119,9 +124,9 @@ class Checkup:
         """
         in_vocab = [label for label in self.labels if label in classes]
         tasks = set()
-        if in_vocab:
+        if self.labelled:  # multi-label: a checkup with none of the classes answers "none"
             tasks.add("classification")
-        if len(in_vocab) == 1:
+        if self.labelled and len(in_vocab) == 1:  # the paper's single-label task: exactly one class
             tasks.add("classification_single")
         if self.report.get("diagnosis", "").strip():
             tasks.add("report")

@@ -30,7 +30,7 @@ from dentvlm.labels import DEFAULT_CLASSES, LabelParser
 from dentvlm.records import MODALITIES
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records say whether they are labelled (the multi-label "none" answer)
 IMAGE_FAILED_IN_CONVERSATION = "image_failed_in_conversation"
 
 

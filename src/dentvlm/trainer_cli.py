@@ -27,6 +27,7 @@ class DentCLI(LightningCLI):
     evaluates the baselines into the same results folder."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        from dentvlm.data.monitor import DataMonitor
         from dentvlm.evaluation.results import ResultsWriter
         from dentvlm.evaluation.tables import PredictionTable
         from dentvlm.metrics.callbacks import ClassificationMetrics, ReportMetrics
@@ -38,6 +39,7 @@ class DentCLI(LightningCLI):
         parser.add_lightning_class_args(ReportMetrics, "report_metrics")
         parser.add_lightning_class_args(PredictionTable, "prediction_table")
         parser.add_lightning_class_args(ResultsWriter, "results")
+        parser.add_lightning_class_args(DataMonitor, "data_monitor")
 
     def _results_writer(self):
         from dentvlm.evaluation.results import ResultsWriter

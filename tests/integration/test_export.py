@@ -11,7 +11,8 @@ import torch
 
 from dentvlm.cli import main
 from dentvlm.data.datamodule import DentDataModule
-from dentvlm.model.module import DentVLM, model_inputs
+from dentvlm.model.inputs import model_inputs
+from dentvlm.model.module import DentVLM
 
 from .conftest import REPO
 

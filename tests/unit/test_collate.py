@@ -54,15 +54,29 @@ def test_max_pixels_bounds_image_tokens(processor):
 
 
 def test_truncation_keeps_image_blocks_whole(processor):
-    full = ChatEncoder(processor).encode(example(task="report"))
-    cut = ChatEncoder(processor, cutoff_len=full.prompt_len + 2).encode(example(task="report"))
-    assert len(cut) == full.prompt_len + 2 and (cut.label_ids != IGNORE_INDEX).sum() == 2
+    # min_pixels = max_pixels: the budget cannot scale the images, so only the answer can be cut
+    fixed = dict(min_pixels=112 * 112, max_pixels=112 * 112)
+    full = ChatEncoder(processor, **fixed).encode(example(task="report"))
+    cut = ChatEncoder(processor, cutoff_len=full.prompt_len + 2, **fixed).encode(example(task="report"))
+    assert len(cut) == full.prompt_len + 2 and (cut.label_ids != IGNORE_INDEX).sum() == 2 and cut.truncated
     assert torch.equal(cut.input_ids, full.input_ids[: full.prompt_len + 2])
     inside_image = int((full.input_ids == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).nonzero()[2])
-    strict = ChatEncoder(processor, cutoff_len=inside_image, overflow="error")
+    strict = ChatEncoder(processor, cutoff_len=inside_image, overflow="error", **fixed)
     with pytest.raises(Overlong, match="split an image block"):
         strict.encode(example(task="report"))
-    assert ChatEncoder(processor, cutoff_len=inside_image, overflow="drop")(example(task="report")) is None
+    assert ChatEncoder(processor, cutoff_len=inside_image, overflow="drop", **fixed)(example(task="report")) is None
+
+
+def test_evaluation_never_cuts_or_drops_a_sample_that_fits_the_context(processor):
+    fixed = dict(min_pixels=112 * 112, max_pixels=112 * 112)
+    full = ChatEncoder(processor, **fixed).encode(example(task="report"))
+    encoder = ChatEncoder(processor, cutoff_len=full.prompt_len - 5, context_len=len(full), **fixed)
+    kept = encoder(example(task="report"), training=False)
+    assert torch.equal(kept.input_ids, full.input_ids) and not kept.truncated
+    assert encoder(example(task="report"), training=True) is None  # training drops it
+    tight = ChatEncoder(processor, cutoff_len=full.prompt_len - 5, context_len=len(full) - 1, **fixed)
+    with pytest.raises(Overlong, match="context"):
+        tight(example(task="report"), training=False)
 
 
 def test_batches_pad_right_for_loss_and_left_for_generation(processor):

@@ -7,7 +7,7 @@ from dentvlm.records import Checkup, pseudonym
 
 def make(**changes):
     record = dict(key="abc123", patient="p1", modalities=["photograph"], info={"age": "40"},
-                  report={"diagnosis": "caries of 36"}, labels=["caries"], conversation=None)
+                  report={"diagnosis": "caries of 36"}, labels=["caries"], labelled=True, conversation=None)
     record.update(changes)
     return json.dumps(record).encode()
 
@@ -24,6 +24,7 @@ def test_round_trip():
         ({"modalities": ["xray"]}, "unknown image modalities"),
         ({"info": {"name": "Ann"}}, "unknown or non-text entries"),
         ({"labels": "caries"}, "'labels' must be list"),
+        ({"labelled": "yes"}, "'labelled' must be bool"),
         ({"extra": 1}, "unknown record keys"),
         ({"conversation": [{"role": "user", "content": "no image"}]}, "0 <image> placeholders but 1 images"),
         ({"conversation": [{"role": "wizard", "content": "<image>"}]}, "conversation must be"),
@@ -52,4 +53,10 @@ def test_task_variants_follow_labels_and_report():
     checkup = Checkup.from_json(make(labels=["caries", "gingivitis"]), "w")
     assert checkup.tasks(("caries", "gingivitis")) == {"classification", "report"}
     assert checkup.tasks(("caries",)) == {"classification", "classification_single", "report"}
-    assert checkup.tasks(("pulpitis",)) == {"report"}
+    # multi-label classification keeps a labelled checkup with none of the classes (its answer: "none");
+    # the single-label task keeps exactly one class
+    assert checkup.tasks(("pulpitis",)) == {"classification", "report"}
+    unknown = Checkup.from_json(make(labels=[], labelled=False), "w")
+    assert unknown.tasks(("caries",)) == {"report"}
+    healthy = Checkup.from_json(make(labels=[], labelled=True), "w")
+    assert healthy.tasks(("caries",)) == {"classification", "report"}

@@ -2,8 +2,12 @@
 
 The model's own processor and chat template build the inputs, so a real 7B and the tiny model go
 through the same code. `labels` cover the assistant answers only (and their end-of-turn token):
-prompt, image and pad positions are -100. The prompt of the last answer is a prefix of the full
-sequence, so one encoding serves both the loss (right padding) and generation (left padding).
+prompt, image and pad positions are -100, and so is every position of a padding row. The prompt of
+the last answer is a prefix of the full sequence, so one encoding serves both the loss (right
+padding) and generation (left padding).
+
+Image resolution is chosen per sample (`ImageBudget`): all of a checkup's images and its text fit
+`cutoff_len`, scaled down together when needed, never below `min_pixels`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
+from dentvlm.data.image_budget import ImageBudget, qwen_resize
 from dentvlm.data.tasks import Example
 
 IGNORE_INDEX = -100
@@ -30,6 +36,10 @@ class Encoded:
         prompt_len: Tokens before the last answer (the generation prompt).
         pixel_values: (patches, patch_dim) for all images, or None without images.
         image_grid_thw: (images, 3) patch grid per image, or None.
+        image_tokens: Image tokens in `input_ids`.
+        scaled: The images were scaled below max_pixels so that the sample fits.
+        truncated: The answer was cut at `cutoff_len` (training only; images never are).
+        dropped_before: Samples dropped by the stream since the previous example (set by the stream).
     """
 
     key: str
@@ -44,13 +54,18 @@ class Encoded:
     prompt_len: int
     pixel_values: torch.Tensor | None
     image_grid_thw: torch.Tensor | None
+    image_tokens: int = 0
+    scaled: bool = False
+    truncated: bool = False
+    dropped_before: int = 0
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
 
 class Overlong(ValueError):
-    """An example longer than the cutoff that cannot be shortened without cutting an image block."""
+    """An example that does not fit even with its images at min_pixels, and cannot be shortened
+    without cutting an image block or the generation prompt."""
 
 
 class ChatEncoder:
@@ -58,58 +73,121 @@ class ChatEncoder:
 
     Args:
         processor: A Qwen-VL style processor (tokenizer + image processor + chat template).
-        cutoff_len: Maximum tokens per example. Longer examples are cut at the end when the cut
-            falls after the last image and inside the answer; otherwise `overflow` decides.
-        overflow: "drop" (skip the example, logged; padding keeps batch counts even) or "error".
-        min_pixels: Lower bound on pixels per image after the processor's resize.
-        max_pixels: Upper bound on pixels per image (bounds image tokens: pixels / 28^2).
+        cutoff_len: Training length limit. Images are scaled down per sample (not below
+            `min_pixels`) so that a sample fits; a training sample still too long is cut inside its
+            answer when the cut falls after the last image, else `overflow` decides. Evaluation
+            samples are never cut: they may pass `cutoff_len` up to `context_len`.
+        overflow: "drop" (skip the training example, counted; padding keeps batch counts even) or "error".
+        min_pixels: Lower bound on pixels per image (None: the processor's own).
+        max_pixels: Upper bound on pixels per image (None: the processor's own); tokens = pixels / 28^2.
+        context_len: Longest sequence the model takes (evaluation and few-shot prompts); None: cutoff_len.
+        few_shot_max_pixels: Upper bound on pixels per image of few-shot demonstrations (None: max_pixels);
+            they are scaled further down so that demonstrations and question fit `context_len`.
     """
 
     def __init__(self, processor, cutoff_len: int = 4096, overflow: str = "drop",
-                 min_pixels: int | None = None, max_pixels: int | None = None):
+                 min_pixels: int | None = None, max_pixels: int | None = None, context_len: int | None = None,
+                 few_shot_max_pixels: int | None = None):
         if overflow not in ("drop", "error"):
             raise ValueError(f"overflow must be 'drop' or 'error', got {overflow!r}")
         self.processor, self.cutoff_len, self.overflow = processor, cutoff_len, overflow
-        self.image_kwargs = {}
-        if min_pixels or max_pixels:
-            current = processor.image_processor.size
-            self.image_kwargs["size"] = {
-                "shortest_edge": min_pixels or current["shortest_edge"],
-                "longest_edge": max_pixels or current["longest_edge"],
-            }
+        self.context_len = max(context_len or cutoff_len, cutoff_len)
+        image_processor = processor.image_processor
+        size = image_processor.size
+        self.budget = ImageBudget(
+            factor=image_processor.patch_size * image_processor.merge_size,
+            min_pixels=min_pixels or size["shortest_edge"], max_pixels=max_pixels or size["longest_edge"],
+        )
+        if self.budget.min_pixels > self.budget.max_pixels:
+            raise ValueError(f"min_pixels {self.budget.min_pixels} is above max_pixels {self.budget.max_pixels}")
+        self.few_shot_max_pixels = few_shot_max_pixels or self.budget.max_pixels
         tokenizer = processor.tokenizer
         self.answer_start = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
         self.turn_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.vision_end = tokenizer.convert_tokens_to_ids("<|vision_end|>")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.turn_end
 
-    def __call__(self, example: Example) -> Encoded | None:
-        """Encode; returns None for a dropped over-long example (overflow="drop")."""
+    def __call__(self, example: Example, training: bool = True) -> Encoded | None:
+        """Encode; returns None for a dropped over-long training example (overflow="drop")."""
         try:
-            return self.encode(example)
+            return self.encode(example, training)
         except Overlong as exc:
-            if self.overflow == "error":
+            if self.overflow == "error" or not training:
                 raise
             log.warning("dropped %s", exc)
             return None
 
-    def encode(self, example: Example) -> Encoded:
+    def encode(self, example: Example, training: bool = True) -> Encoded:
         text = self.processor.apply_chat_template(example.messages, tokenize=False)
-        features = self.processor(
-            text=[text], images=example.images or None, return_tensors="pt", **self.image_kwargs
-        )
+        text_tokens = self._text_tokens(text, len(example.images))
+        images, query_pixels, scaled = self._fit_images(example, text_tokens, training)
+        features = self.processor(text=[text], images=images or None, return_tensors="pt",
+                                  size={"shortest_edge": self.budget.min_pixels, "longest_edge": query_pixels})
         input_ids = features["input_ids"][0]
+        grid = features.get("image_grid_thw")
+        merge = self.processor.image_processor.merge_size
+        image_tokens = int(grid.prod(-1).sum()) // merge**2 if grid is not None else 0
+        if len(input_ids) != text_tokens + image_tokens:  # the budget's arithmetic must be the processor's
+            raise RuntimeError(f"{example.key}: processor made {len(input_ids)} tokens, the image budget expected "
+                               f"{text_tokens + image_tokens}: its resize rule differs from dentvlm's qwen_resize")
         label_ids, prompt_len = self._answer_labels(input_ids, example.key, every_turn=example.task == "chat")
         mm_types = features.get("mm_token_type_ids")
         mm_types = mm_types[0] if mm_types is not None else torch.zeros_like(input_ids)
-        if len(input_ids) > self.cutoff_len:
+        limit = self.cutoff_len if training else self.context_len
+        truncated = len(input_ids) > limit
+        if truncated:
+            if not training:
+                raise Overlong(f"{example.key}: {len(input_ids)} tokens with images at min_pixels, over the "
+                               f"model's context of {limit} tokens (lower max_images or few_shot)")
             input_ids, label_ids, mm_types = self._truncate(input_ids, label_ids, mm_types, prompt_len, example.key)
         return Encoded(
             key=example.key, task=example.task, target=example.target, labels=example.labels,
             is_padding=example.is_padding, thumbnail=example.thumbnail, input_ids=input_ids, label_ids=label_ids,
             mm_token_type_ids=mm_types, prompt_len=prompt_len,
-            pixel_values=features.get("pixel_values"), image_grid_thw=features.get("image_grid_thw"),
+            pixel_values=features.get("pixel_values"), image_grid_thw=grid,
+            image_tokens=image_tokens, scaled=scaled, truncated=truncated,
         )
+
+    def _text_tokens(self, text: str, images: int) -> int:
+        """Tokens of `text` once each image placeholder (one token per image in the template) is gone."""
+        return len(self.processor.tokenizer(text)["input_ids"]) - images
+
+    def _fit_images(self, example: Example, text_tokens: int, training: bool) -> tuple[list[Image.Image], int, bool]:
+        """The images to encode, the query images' max_pixels, and whether they were scaled down.
+
+        The question's images share one bound: the largest that fits `cutoff_len` with the whole
+        text (a training sample that cannot fit even at min_pixels goes on at min_pixels, to be cut
+        inside its answer or dropped). Few-shot demonstrations (evaluation only) are resized here,
+        at most `few_shot_max_pixels` and at most the question's bound, to fit `context_len`.
+        """
+        demos = example.demo_images
+        query, shown = example.images[demos:], example.images[:demos]
+        query_sizes = [(image.height, image.width) for image in query]
+        query_text = text_tokens
+        if demos:
+            query_text = self._text_tokens(
+                self.processor.apply_chat_template(example.messages[example.demo_messages:], tokenize=False),
+                len(query))
+        pixels = self.budget.fit(query_sizes, self.cutoff_len - query_text)
+        if pixels is None:
+            pixels = self.budget.min_pixels
+        scaled = bool(query) and pixels < self.budget.max_pixels
+        if not demos:
+            return list(example.images), pixels, scaled
+        demo_sizes = [(image.height, image.width) for image in shown]
+        room = self.context_len - text_tokens - self.budget.tokens(query_sizes, pixels)
+        demo_pixels = self.budget.fit(demo_sizes, room, upper=min(self.few_shot_max_pixels, pixels))
+        if demo_pixels is None:
+            raise Overlong(f"{example.key}: {len(shown)} demonstration images do not fit the model's context of "
+                           f"{self.context_len} tokens even at min_pixels (lower data.few_shot)")
+        resized = [self._resize(image, demo_pixels) for image in shown]
+        return resized + list(query), pixels, scaled
+
+    def _resize(self, image: Image.Image, max_pixels: int) -> Image.Image:
+        """The image at the size the processor would give it under `max_pixels`, so that the
+        processor (called with the question's larger bound) leaves it as it is."""
+        height, width = qwen_resize(image.height, image.width, self.budget.factor, self.budget.min_pixels, max_pixels)
+        return image.resize((width, height), Image.Resampling.BICUBIC)
 
     def _answer_labels(self, input_ids: torch.Tensor, key: str, every_turn: bool) -> tuple[torch.Tensor, int]:
         """Labels for the last assistant answer (every answer of a chat; few-shot demonstrations are
@@ -133,15 +211,25 @@ class ChatEncoder:
         last_image_end = int(vision_ends[-1]) if len(vision_ends) else -1
         if prompt_len >= cut or last_image_end >= cut:
             raise Overlong(
-                f"{key}: {len(input_ids)} tokens, prompt {prompt_len}, over cutoff_len={cut}; "
-                "cutting would split an image block or remove the whole answer (raise cutoff_len or lower "
-                "max_pixels / max_images)"
+                f"{key}: {len(input_ids)} tokens with images at min_pixels={self.budget.min_pixels}, prompt "
+                f"{prompt_len}, over cutoff_len={cut}; cutting would split an image block or remove the whole "
+                "answer (raise cutoff_len, or lower min_pixels / max_images)"
             )
         return input_ids[:cut], label_ids[:cut], mm_types[:cut]
 
 
+def loss_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(K,) positions whose next token has a label in any row: the only hidden states the loss
+    projects onto the vocabulary (see `dentvlm.model.loss`)."""
+    return (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()
+
+
 def pad_batch(items: list[Encoded], pad_id: int) -> dict:
-    """Collate encoded examples: right-padded training inputs and left-padded generation prompts."""
+    """Collate encoded examples: right-padded training inputs and left-padded generation prompts.
+
+    Padding rows (repeats that only even out batch counts across ranks) keep their inputs, so every
+    rank runs the same forward passes, but their labels are all -100: they never train or score.
+    """
     longest = max(len(item) for item in items)
     longest_prompt = max(item.prompt_len for item in items)
     batch: dict = {
@@ -158,15 +246,24 @@ def pad_batch(items: list[Encoded], pad_id: int) -> dict:
         batch["input_ids"][row, :n] = item.input_ids
         batch["attention_mask"][row, :n] = 1
         batch["mm_token_type_ids"][row, :n] = item.mm_token_type_ids
-        batch["labels"][row, :n] = item.label_ids  # padding rows too: training learns from them
+        if not item.is_padding:
+            batch["labels"][row, :n] = item.label_ids
         batch["gen_input_ids"][row, longest_prompt - p :] = item.input_ids[:p]
         batch["gen_attention_mask"][row, longest_prompt - p :] = 1
         batch["gen_mm_token_type_ids"][row, longest_prompt - p :] = item.mm_token_type_ids[:p]
+    batch["loss_positions"] = loss_positions(batch["labels"])  # here, on the CPU: no device sync per step
     pixels = [item.pixel_values for item in items if item.pixel_values is not None]
     if pixels:
         batch["pixel_values"] = torch.cat(pixels)
         batch["image_grid_thw"] = torch.cat([item.image_grid_thw for item in items if item.image_grid_thw is not None])
     batch["is_padding"] = torch.tensor([item.is_padding for item in items])
+    # Data statistics travel with the batch (encoding runs in worker processes) for the module to log.
+    batch["stats"] = {
+        "image_tokens": torch.tensor([item.image_tokens for item in items]),
+        "scaled": torch.tensor([item.scaled and not item.is_padding for item in items]),
+        "truncated": torch.tensor([item.truncated and not item.is_padding for item in items]),
+        "dropped": torch.tensor(sum(item.dropped_before for item in items)),
+    }
     batch["meta"] = [
         {"key": i.key, "task": i.task, "target": i.target, "labels": i.labels, "thumbnail": i.thumbnail}
         for i in items

@@ -14,11 +14,12 @@ import lightning as L
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from dentvlm.data.collate import BatchCollator, ChatEncoder
+from dentvlm.data.collate import BatchCollator, ChatEncoder, Encoded
 from dentvlm.data.shards import ShardSample, decode_image, iter_shard
 from dentvlm.data.stream import CheckupStream, ShardRef
 from dentvlm.data.tasks import (
     MODALITIES,
+    NONE_ANSWER,
     Example,
     format_checkup,
     format_report,
@@ -26,6 +27,7 @@ from dentvlm.data.tasks import (
     task_variant,
     with_demonstrations,
 )
+from dentvlm.labels import DEFAULT_CLASSES, LabelParser
 from dentvlm.records import MODALITIES as IMAGE_MODALITIES
 from dentvlm.sharding import load_manifest
 
@@ -57,16 +59,19 @@ class ExampleMaker:
 
     def __init__(self, task: str, classes: tuple[str, ...], multi_label: bool, modality: str,
                  image_modalities: tuple[str, ...], max_images: int, decode_long_side: int | None,
-                 encoder: ChatEncoder | None, demonstrations: list[ShardSample] | None = None):
+                 encoder: ChatEncoder | None, training: bool, none_answer: str = NONE_ANSWER,
+                 demonstrations: list[ShardSample] | None = None):
         self.task, self.classes, self.multi_label, self.modality = task, classes, multi_label, modality
         self.image_modalities, self.max_images = image_modalities, max_images
-        self.decode_long_side, self.encoder = decode_long_side, encoder
+        self.decode_long_side, self.encoder, self.training = decode_long_side, encoder, training
+        self.none_answer = none_answer
         self.demonstrations = demonstrations or []
 
     def example(self, sample: ShardSample, is_padding: bool = False) -> Example:
         example = self._single(sample)
         example.is_padding = is_padding
-        example.thumbnail = thumbnail(example.images[0]) if example.images else None
+        if not self.training:  # only prediction tables show them
+            example.thumbnail = thumbnail(example.images[0]) if example.images else None
         if self.demonstrations:
             example = with_demonstrations(example, [self._single(d) for d in self.demonstrations])
         return example
@@ -81,11 +86,17 @@ class ExampleMaker:
             indices = select_images(checkup, self.image_modalities, self.max_images)
         images = [decode_image(sample.images[i], f"{sample.where} image {i}", self.decode_long_side)
                   for i in indices]
-        return format_checkup(checkup, images, self.task, self.classes, self.multi_label, self.modality)
+        return format_checkup(checkup, images, self.task, self.classes, self.multi_label, self.modality,
+                              self.none_answer)
 
     def __call__(self, sample: ShardSample, is_padding: bool):
         example = self.example(sample, is_padding)
-        return self.encoder(example) if self.encoder is not None else example
+        return self.encoder(example, self.training) if self.encoder is not None else example
+
+
+def prompt_length(encoded: Encoded) -> int:
+    """Grouping key: the prompt's length (the answer's would sort by label)."""
+    return encoded.prompt_len
 
 
 class EpochLoader(DataLoader):
@@ -108,7 +119,9 @@ class DentDataModule(L.LightningDataModule):
         shards: Folder with {train,val,test}-*.tar and manifest.json (from `dentvlm shard`).
         task: Training task: classification, report or chat.
         eval_tasks: Tasks evaluated on validation/test, one dataloader each (default: [task]).
-        multi_label: Classification answers list every condition; False keeps single-label checkups only.
+        multi_label: Classification answers list every condition (or `none_answer`); False keeps the
+            checkups with exactly one of the classes (the paper's single-label task).
+        none_answer: Multi-label answer of a checkup with none of the classes (must parse as "no finding").
         modality: Model input: both (images + text), images, or text.
         image_modalities: Image kinds to show, in this order (photograph, radiograph).
         max_images: At most this many images per checkup (the COde files used 8).
@@ -116,15 +129,26 @@ class DentDataModule(L.LightningDataModule):
         eval_batch_size: Validation/test batch size per device (default: batch_size).
         num_workers: DataLoader worker processes per device.
         shuffle_buffer: Samples in each worker's shuffle buffer (training).
-        group_by_length: Sort windows of this many batches by length to cut padding (0 or 1: off).
+        group_by_length: Group windows of this many training batches by prompt length to cut padding
+            (0 or 1: off). Lengths are bucketed (`length_bucket`) and shuffled inside a bucket, so
+            batches do not sort by answer, and so by label.
+        length_bucket: Width in tokens of a length bucket for `group_by_length`.
         seed: Seed of shard order and shuffle buffers (different per rank, worker and epoch).
         processor_path: Hugging Face model/processor folder or "tiny" (the CLI links it to the model
             path); without one, batches are lists of formatted `Example`s.
         trust_remote_code: Allow processor code from the model folder (linked to the model's setting).
-        cutoff_len: Maximum tokens per example.
-        overflow: Over-long examples: drop (logged, replaced by padding) or error.
-        min_pixels: Minimum pixels per image for the processor (None: the processor's own).
-        max_pixels: Maximum pixels per image for the processor (None: the processor's own).
+        cutoff_len: Maximum tokens per training example. Each sample's images are scaled down together
+            (not below `min_pixels`) until images + text fit; only a sample that cannot fit even
+            then is cut inside its answer or dropped. Evaluation samples follow the same image
+            budget but are never cut or dropped (they may pass `cutoff_len`, up to `context_len`).
+        overflow: Training examples that cannot fit: drop (counted, replaced by a padding row; see
+            the data_monitor's max_drop_fraction) or error.
+        min_pixels: Minimum pixels per image (None: the processor's own).
+        max_pixels: Maximum pixels per image, lowered per sample by the budget (None: the processor's own).
+        context_len: Longest evaluation sequence, few-shot prompts included (None: the model
+            config's max_position_embeddings).
+        few_shot_max_pixels: Maximum pixels per image of few-shot demonstrations (None: max_pixels),
+            lowered further when demonstrations and question would not fit `context_len`.
         decode_long_side: Downscale images at decode time to this long side (None: as stored).
         few_shot: Training examples shown before each evaluation question (few-shot prompting of a
             base model; 0: zero-shot). Training batches never get demonstrations.
@@ -139,6 +163,7 @@ class DentDataModule(L.LightningDataModule):
         task: str = "classification",
         eval_tasks: list[str] | None = None,
         multi_label: bool = True,
+        none_answer: str = NONE_ANSWER,
         modality: str = "both",
         image_modalities: list[str] = list(IMAGE_MODALITIES),  # noqa: B006 (a YAML default; never mutated)
         max_images: int = 8,
@@ -147,6 +172,7 @@ class DentDataModule(L.LightningDataModule):
         num_workers: int = 2,
         shuffle_buffer: int = 256,
         group_by_length: int = 8,
+        length_bucket: int = 64,
         seed: int = 0,
         processor_path: str | None = None,
         trust_remote_code: bool = False,
@@ -154,6 +180,8 @@ class DentDataModule(L.LightningDataModule):
         overflow: str = "drop",
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        context_len: int | None = None,
+        few_shot_max_pixels: int | None = None,
         decode_long_side: int | None = None,
         few_shot: int = 0,
         train_split: str = "train",
@@ -172,6 +200,9 @@ class DentDataModule(L.LightningDataModule):
             raise ValueError(f"data.image_modalities: unknown {bad}; expected some of {IMAGE_MODALITIES}")
         if batch_size < 1 or max_images < 0 or num_workers < 0:
             raise ValueError("data.batch_size must be >= 1, data.max_images and data.num_workers >= 0")
+        if not LabelParser(DEFAULT_CLASSES).says_no_finding(none_answer):
+            raise ValueError(f"data.none_answer {none_answer!r} does not read as 'no finding' to the label parser; "
+                             "use e.g. none, no disease or no findings")
         self.shard_dir = Path(shards)
         self.task, self.eval_tasks = task, eval_tasks
         self.encoder: ChatEncoder | None = None
@@ -191,12 +222,14 @@ class DentDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
-        if self.hparams.processor_path and self.encoder is None:
-            from dentvlm.model.build import load_processor
+        hp = self.hparams
+        if hp.processor_path and self.encoder is None:
+            from dentvlm.model.build import load_processor, model_context_length
 
-            processor = load_processor(self.hparams.processor_path, self.hparams.trust_remote_code)
-            self.encoder = ChatEncoder(processor, self.hparams.cutoff_len, self.hparams.overflow,
-                                       self.hparams.min_pixels, self.hparams.max_pixels)
+            processor = load_processor(hp.processor_path, hp.trust_remote_code)
+            context_len = hp.context_len or model_context_length(hp.processor_path, hp.trust_remote_code)
+            self.encoder = ChatEncoder(processor, hp.cutoff_len, hp.overflow, hp.min_pixels, hp.max_pixels,
+                                       context_len=context_len, few_shot_max_pixels=hp.few_shot_max_pixels)
 
     def stream(self, split: str, task: str, training: bool) -> CheckupStream:
         """The stream of one split and task, distributed for this process."""
@@ -210,12 +243,14 @@ class DentDataModule(L.LightningDataModule):
         ]
         demonstrations = self.demonstrations(task) if self.few_shot and not training else None
         maker = ExampleMaker(task, self.classes, hp.multi_label, hp.modality, tuple(hp.image_modalities),
-                             hp.max_images, hp.decode_long_side, self.encoder, demonstrations)
+                             hp.max_images, hp.decode_long_side, self.encoder, training, hp.none_answer,
+                             demonstrations)
         stream = CheckupStream(
             [s for s in shards if s.eligible], HasTask(variant, self.classes), maker,
             batch_size=hp.batch_size if training else (hp.eval_batch_size or hp.batch_size),
             training=training, seed=hp.seed, shuffle_buffer=hp.shuffle_buffer,
-            group_by_length=hp.group_by_length if training and self.encoder else 0, length_of=len,
+            group_by_length=hp.group_by_length if training and self.encoder else 0, length_of=prompt_length,
+            length_bucket=hp.length_bucket,
         )
         stream.distribute(self.rank, self.world_size, hp.num_workers)
         return stream

@@ -7,7 +7,8 @@ manifest's per-shard counts:
 
 - evaluation, and training with fewer shards than workers: every worker reads the shards in the
   same order and keeps eligible sample i when i % total_workers == its global id (each sample
-  exactly once); workers short of samples repeat their own samples, flagged as padding.
+  exactly once); workers short of samples repeat their own samples, flagged as padding (their
+  labels are all -100: they never train or score; they only keep every rank in step).
 - training with at least as many shards as workers: shards are dealt out round-robin from a
   per-epoch permutation; workers stop at the common length or pad up to it.
 """
@@ -25,6 +26,8 @@ from torch.utils.data import IterableDataset
 from webdataset.filters import _shuffle
 
 from dentvlm.data.shards import ShardSample, iter_shard
+
+PADDING_POOL = 64
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,12 @@ class CheckupStream(IterableDataset):
         training: Shuffle (per epoch, per rank and worker) and deal out shards when there are enough.
         seed: Base seed of every shuffle.
         shuffle_buffer: Samples held by each worker's shuffle buffer (training only).
-        group_by_length: When > 1, sort each window of `group_by_length` batches by `length_of`
-            so batches hold similar lengths (less padding), then shuffle the batch order.
-        length_of: Length of an example, used by `group_by_length`.
+        group_by_length: When > 1, order each window of `group_by_length` batches by
+            `length_of` // `length_bucket` (random order inside a bucket) so batches hold similar
+            lengths (less padding), then shuffle the batch order.
+        length_of: Length of an example, used by `group_by_length` (the datamodule uses the prompt
+            length, which does not depend on the answer and so on the label).
+        length_bucket: Width of a length bucket, in tokens.
     """
 
     def __init__(
@@ -63,10 +69,12 @@ class CheckupStream(IterableDataset):
         shuffle_buffer: int = 256,
         group_by_length: int = 0,
         length_of: Callable[[Any], int] | None = None,
+        length_bucket: int = 1,
     ):
         self.shards, self.eligible, self.make_example = shards, eligible, make_example
         self.batch_size, self.training, self.seed = batch_size, training, seed
         self.shuffle_buffer, self.group_by_length, self.length_of = shuffle_buffer, group_by_length, length_of
+        self.length_bucket = max(1, length_bucket)
         self.rank, self.world_size, self.num_workers, self.epoch = 0, 1, 0, 0
 
     def distribute(self, rank: int, world_size: int, num_workers: int) -> None:
@@ -144,25 +152,29 @@ class CheckupStream(IterableDataset):
                                    f"{shard.eligible}; rebuild the shards or their manifest")
 
     def _padded(self, own: Iterator[ShardSample], length: int, worker: int) -> Iterator[Any]:
-        kept: list[ShardSample] = []  # usable samples to repeat as padding
-        count = 0
+        """`length` examples: the worker's own, then padding rows. A dropped sample (make_example
+        returned None) is counted on the next example (`dropped_before`) and padding takes its place."""
+        pool = _PaddingPool(PADDING_POOL, random.Random(f"{self.seed}:padding:{self.epoch}:{worker}"))
+        count = dropped = 0
         for sample in own:
             if count == length:  # dealt shards can hold more than the common length
                 break
             example = self.make_example(sample, False)
-            if example is None:  # dropped (e.g. over the cutoff length): padding fills its place
+            if example is None:
+                dropped += 1
                 continue
-            if len(kept) < self.batch_size:
-                kept.append(sample)
+            example.dropped_before, dropped = dropped, 0
+            pool.offer(sample)
             yield example
             count += 1
-        if count < length and not kept:
-            kept = [self._fallback_sample(worker)]
-        for n in range(length - count):
-            example = self.make_example(kept[n % len(kept)], True)
+        if count < length and not pool.samples:
+            pool.offer(self._fallback_sample(worker))
+        for sample in pool.draw(length - count):
+            example = self.make_example(sample, True)
             if example is None:
                 raise RuntimeError(f"worker {worker}: no sample of this split can be encoded to pad with "
                                    "(all over the cutoff length?)")
+            example.dropped_before, dropped = dropped, 0
             yield example
 
     def _fallback_sample(self, worker: int) -> ShardSample:
@@ -188,8 +200,34 @@ class CheckupStream(IterableDataset):
         yield from self._sorted_batches(buffer, rng)
 
     def _sorted_batches(self, buffer: list[Any], rng: random.Random) -> Iterator[Any]:
-        buffer.sort(key=self.length_of)
+        # Coarse buckets in random order inside: exact sorting would put equal lengths together,
+        # and when a length tracks a label (a longer condition name) batches would hold one label.
+        rng.shuffle(buffer)
+        buffer.sort(key=lambda example: self.length_of(example) // self.length_bucket)
         batches = [buffer[i : i + self.batch_size] for i in range(0, len(buffer), self.batch_size)]
         rng.shuffle(batches)
         for batch in batches:
             yield from batch
+
+
+class _PaddingPool:
+    """Up to `size` distinct samples of a worker's epoch (a reservoir sample); padding rows go
+    through them in turn, so a short worker does not repeat one checkup over and over."""
+
+    def __init__(self, size: int, rng: random.Random):
+        self.size, self.rng, self.samples, self.seen = size, rng, [], 0
+
+    def offer(self, sample: ShardSample) -> None:
+        self.seen += 1
+        if len(self.samples) < self.size:
+            self.samples.append(sample)
+        else:
+            slot = self.rng.randrange(self.seen)
+            if slot < self.size:
+                self.samples[slot] = sample
+
+    def draw(self, count: int) -> Iterator[ShardSample]:
+        order = list(self.samples)
+        self.rng.shuffle(order)
+        for n in range(count):
+            yield order[n % len(order)]

@@ -54,6 +54,9 @@ class Example:
         is_padding: A repeated sample that only evens out batch counts across ranks; excluded
             from validation loss and metrics.
         thumbnail: A small JPEG of the first image, for prediction tables.
+        demo_messages: Leading messages that are few-shot demonstrations (0 without).
+        demo_images: Leading images that belong to those demonstrations.
+        dropped_before: Samples the stream dropped since the previous example (set by the stream).
     """
 
     key: str
@@ -64,6 +67,9 @@ class Example:
     labels: list[str] = field(default_factory=list)
     is_padding: bool = False
     thumbnail: bytes | None = None
+    demo_messages: int = 0
+    demo_images: int = 0
+    dropped_before: int = 0
 
 
 def task_variant(task: str, multi_label: bool) -> str:
@@ -79,11 +85,14 @@ def select_images(checkup: Checkup, modalities: tuple[str, ...], max_images: int
     return chosen[:max_images]
 
 
-def classification_question(classes: tuple[str, ...], multi_label: bool) -> str:
+NONE_ANSWER = "none"
+
+
+def classification_question(classes: tuple[str, ...], multi_label: bool, none_answer: str = NONE_ANSWER) -> str:
     listing = ", ".join(classes)
     if multi_label:
         return (f"Which of these oro-dental conditions does this checkup show: {listing}? "
-                "Answer with the condition names only, comma-separated.")
+                f"Answer with the condition names only, comma-separated, or {none_answer} if it shows none of them.")
     return f"Which one of these oro-dental conditions does this checkup show: {listing}? Answer with one name only."
 
 
@@ -146,8 +155,12 @@ def format_checkup(
     classes: tuple[str, ...],
     multi_label: bool = True,
     modality: str = "both",
+    none_answer: str = NONE_ANSWER,
 ) -> Example:
-    """Build the `task` example of a checkup whose chosen images are `images` (already selected)."""
+    """Build the `task` example of a checkup whose chosen images are `images` (already selected).
+
+    A multi-label classification answer lists the checkup's conditions of `classes`, or says
+    `none_answer` when it has none of them (a healthy checkup, or only other conditions)."""
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
     shown = images if modality != "text" else []
@@ -156,8 +169,8 @@ def format_checkup(
     if task == "classification":
         labels = [c for c in classes if c in checkup.labels]
         info = _info_block(checkup, CLASSIFICATION_TEXT_FIELDS) if modality != "images" else ""
-        question = classification_question(classes, multi_label)
-        target = ", ".join(labels)
+        question = classification_question(classes, multi_label, none_answer)
+        target = ", ".join(labels) or none_answer
     elif task == "report":
         labels = [c for c in classes if c in checkup.labels]
         info = _info_block(checkup, INFO_FIELDS) if modality != "images" else ""
@@ -197,4 +210,5 @@ def with_demonstrations(example: Example, demonstrations: list[Example]) -> Exam
     messages = [m for demo in demonstrations for m in demo.messages] + example.messages
     images = [image for demo in demonstrations for image in demo.images] + example.images
     return Example(example.key, example.task, messages, images, example.target, example.labels,
-                   example.is_padding, example.thumbnail)
+                   example.is_padding, example.thumbnail, demo_messages=len(messages) - len(example.messages),
+                   demo_images=len(images) - len(example.images))

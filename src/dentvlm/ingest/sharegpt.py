@@ -79,7 +79,11 @@ def _entry_to_item(entry: Any, index: int, path: Path, root: Path, salt: str, pa
     answer = next(t["content"] for t in reversed(turns) if t["role"] == "assistant")
     prompt = next((t["content"] for t in turns if t["role"] == "user"), "")
     report = {k: v for k, v in _key_value_lines(answer).items() if k in REPORT_SECTIONS}
-    labels = parser.find_all(report["diagnosis"]) if "diagnosis" in report else _label_list(answer, parser)
+    if "diagnosis" in report:
+        labels = parser.find_all(report["diagnosis"])
+        labelled = bool(labels) or parser.says_no_finding(report["diagnosis"])
+    else:
+        labels, labelled = _label_list(answer, parser)
     checkup = Checkup(
         key=pseudonym(salt, "sample", ident),
         # No patient identity in ShareGPT files: each entry is its own group for splitting.
@@ -88,6 +92,7 @@ def _entry_to_item(entry: Any, index: int, path: Path, root: Path, salt: str, pa
         info={k: v for k, v in _key_value_lines(prompt, continued=False).items() if k in INFO_FIELDS},
         report=report,
         labels=labels,
+        labelled=labelled,
         conversation=turns,
     )
     return SourceItem(where=where, checkup=checkup, image_paths=[(root / p) for p in images])
@@ -137,13 +142,14 @@ def _key_value_lines(text: str, continued: bool = True) -> dict[str, str]:
     return fields
 
 
-def _label_list(answer: str, parser: LabelParser) -> list[str]:
-    """Labels when the answer is nothing but a list of conditions ("Caries, gingivitis"); else []."""
+def _label_list(answer: str, parser: LabelParser) -> tuple[list[str], bool]:
+    """(labels, True) when the answer is nothing but a list of conditions ("Caries, gingivitis") or
+    says "no disease"; ([], False) for any other answer (its labels are unknown)."""
     pieces = [p for p in re.split(r",|;|\band\b|\n", answer) if p.strip(" .")]
     found = [parser.find_all(p) for p in pieces]
     if not pieces or not all(len(f) == 1 or parser.says_no_finding(p) for f, p in zip(found, pieces)):
-        return []
-    return [f[0] for f in found if f]
+        return [], False
+    return [f[0] for f in found if f], True
 
 
 def _norm_key(name: str) -> str:

@@ -65,6 +65,32 @@ def load_vlm(path: str, dtype: str = "auto", attn_implementation: str = "sdpa", 
     )
 
 
+def build_vlm_without_weights(path: str, dtype: str = "auto", attn_implementation: str = "sdpa",
+                              trust_remote_code: bool = False):
+    """The architecture of `path` with freshly initialised weights (call under ``torch.device("meta")``
+    to get no weights at all): what FSDP2 ranks other than 0 build before rank 0 fills their shards."""
+    from transformers import AutoModelForImageTextToText
+
+    folder = resolve_model_path(path)
+    config = check_vision_language(folder, trust_remote_code)
+    if dtype == "auto":  # as saved (what from_pretrained's "auto" does)
+        saved = getattr(config, "dtype", None) or torch.float32
+        torch_dtype = getattr(torch, saved) if isinstance(saved, str) else saved
+    else:
+        torch_dtype = DTYPES[dtype]
+    return AutoModelForImageTextToText.from_config(config, dtype=torch_dtype, attn_implementation=attn_implementation,
+                                                   trust_remote_code=trust_remote_code)
+
+
+def model_context_length(path: str, trust_remote_code: bool = False) -> int:
+    """The longest sequence the model of `path` takes (its config's max_position_embeddings)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model_path(path), trust_remote_code=trust_remote_code)
+    text = getattr(config, "text_config", None) or config
+    return int(text.max_position_embeddings)
+
+
 def load_processor(path: str, trust_remote_code: bool = False):
     """The processor (tokenizer, image processor, chat template) saved with the model."""
     from transformers import AutoProcessor

@@ -14,25 +14,25 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from dentvlm.model.build import DTYPES, load_processor, load_vlm, resolve_model_path
+from dentvlm.model.build import DTYPES, build_vlm_without_weights, load_processor, load_vlm, resolve_model_path
 from dentvlm.model.finetune import ALL_LINEAR, FinetuneSpec, apply_finetuning, parameter_counts
+from dentvlm.model.inputs import model_inputs, with_vision_keepalive
+from dentvlm.model.loss import answer_loss
+from dentvlm.model.parallel import load_sharded, shard_model
 from dentvlm.predictions import Prediction
 
-IGNORE_INDEX = -100
 
+def generation_config(max_new_tokens: int, num_beams: int, tokenizer):
+    """The complete generation settings: set on the model, so that none of a checkpoint's own
+    (e.g. Qwen2.5-VL's repetition_penalty 1.05 and top_k 1) fills in what is left unset here."""
+    from transformers import GenerationConfig
 
-def model_inputs(batch: dict, generation: bool = False) -> dict:
-    """The model's keyword inputs from a collated batch (the generation prompt when `generation`)."""
-    prefix = "gen_" if generation else ""
-    inputs = {
-        "input_ids": batch[prefix + "input_ids"],
-        "attention_mask": batch[prefix + "attention_mask"],
-        "mm_token_type_ids": batch[prefix + "mm_token_type_ids"],
-    }
-    if "pixel_values" in batch:
-        inputs["pixel_values"] = batch["pixel_values"]
-        inputs["image_grid_thw"] = batch["image_grid_thw"]
-    return inputs
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams, num_return_sequences=1,
+        repetition_penalty=1.0, length_penalty=1.0, no_repeat_ngram_size=0, temperature=1.0, top_k=50, top_p=1.0,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end, eos_token_id=end,
+    )
 
 
 class DentVLM(L.LightningModule):
@@ -103,25 +103,52 @@ class DentVLM(L.LightningModule):
         self.eval_loss = torch.nn.ModuleDict()
         # False evaluates the base model: LoRA layers and modules_to_save copies switched off.
         self.use_adapter = True
+        self._step_tokens = torch.zeros((), dtype=torch.long)  # label tokens of the current optimizer step
+        self._step_nonfinite = torch.zeros((), dtype=torch.int)
 
     # ----- model construction -------------------------------------------------------------
     def configure_model(self) -> None:
         if self.model is not None:
             return
         hp = self.hparams
-        model = load_vlm(hp.model_path, hp.dtype, hp.attn_implementation, hp.trust_remote_code)
         self.processor = load_processor(hp.model_path, hp.trust_remote_code)
-        model = apply_finetuning(model, self.spec)
-        if hp.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            if hasattr(model, "enable_input_require_grads"):
-                model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
-        self.model = model
-        if self._uses_fsdp():
-            from dentvlm.model.parallel import shard_model
+        if self._uses_fsdp() and self.trainer.world_size > 1:
+            self.model = self._load_sharded()
+        else:
+            self.model = self._prepare(load_vlm(hp.model_path, hp.dtype, hp.attn_implementation,
+                                                hp.trust_remote_code))[0]
+            if self._uses_fsdp():
+                shard_model(self.network, self.device_mesh["data_parallel"], param_dtype=self._fsdp_param_dtype())
+        # from_pretrained returns eval mode; Lightning keeps the modes it finds, so training must be
+        # asked for here (else dropout is off and gradient checkpointing never recomputes).
+        self.model.train()
 
-            param_dtype = DTYPES[hp.fsdp_param_dtype] if hp.fsdp_param_dtype else None
-            shard_model(self.network, self.device_mesh["data_parallel"], param_dtype=param_dtype)
+    def _prepare(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """LoRA/full fine-tuning, gradient checkpointing and the generation settings; returns the
+        model to keep and the Hugging Face model inside it."""
+        hp = self.hparams
+        model = apply_finetuning(model, self.spec)
+        network = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if hp.gradient_checkpointing:
+            network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(network, "enable_input_require_grads"):
+                network.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
+        network.generation_config = generation_config(hp.max_new_tokens, hp.num_beams, self.tokenizer)
+        return model, network
+
+    def _load_sharded(self) -> torch.nn.Module:
+        """Under FSDP2 on several ranks: rank 0 reads the weights, the others build on the meta device."""
+        hp = self.hparams
+        return load_sharded(
+            load=lambda: load_vlm(hp.model_path, hp.dtype, hp.attn_implementation, hp.trust_remote_code),
+            build_on_meta=lambda: build_vlm_without_weights(hp.model_path, hp.dtype, hp.attn_implementation,
+                                                            hp.trust_remote_code),
+            prepare=self._prepare, mesh=self.device_mesh["data_parallel"], device=self.trainer.strategy.root_device,
+            param_dtype=self._fsdp_param_dtype(),
+        )
+
+    def _fsdp_param_dtype(self) -> torch.dtype | None:
+        return DTYPES[self.hparams.fsdp_param_dtype] if self.hparams.fsdp_param_dtype else None
 
     @property
     def network(self) -> torch.nn.Module:
@@ -141,6 +168,12 @@ class DentVLM(L.LightningModule):
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         return self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
+
+    def _data_parallel_size(self) -> int:
+        """Ranks whose gradients are averaged (FSDP2 and DDP average over the data-parallel group)."""
+        if self._uses_fsdp():
+            return self.device_mesh["data_parallel"].size()
+        return self.trainer.world_size
 
     def on_fit_start(self) -> None:
         trainable, total = parameter_counts(self)
@@ -163,9 +196,20 @@ class DentVLM(L.LightningModule):
                            "with other fine-tuning settings (finetune/vision/lora_*) than this run")
 
     # ----- steps ----------------------------------------------------------------------------
-    def forward(self, batch: dict, labels: torch.Tensor | None = None):
+    def loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy over the batch's label tokens, their count); padding rows have none."""
+        inputs, labels = self._with_keepalive(model_inputs(batch), batch["labels"], left=False)
         with self._adapter_switch():
-            return self.network(**model_inputs(batch), labels=batch["labels"] if labels is None else labels)
+            return answer_loss(self.network, inputs, labels, batch.get("loss_positions"))
+
+    def _with_keepalive(self, inputs: dict, labels, left: bool):
+        """Under FSDP2 on several ranks, a batch without images gets a masked dummy image (see
+        `dentvlm.model.inputs`): every rank must run the vision tower's collectives."""
+        config = getattr(self.network.config, "vision_config", None)
+        if not (self._uses_fsdp() and self.trainer.world_size > 1 and config is not None):
+            return inputs, labels
+        image_token = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        return with_vision_keepalive(inputs, labels, image_token, config, left)
 
     def _adapter_switch(self):
         if self.use_adapter:
@@ -176,21 +220,37 @@ class DentVLM(L.LightningModule):
         return self.model.disable_adapter()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self(batch).loss
-        self._stop_if_not_finite(loss, batch_idx)
-        size = batch["input_ids"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log("train/padding_samples", batch["is_padding"].sum().float(), reduce_fx="sum", batch_size=size)
+        """Returns the summed loss; `on_before_optimizer_step` divides the gradients by the label
+        tokens of the whole optimizer step (every micro-batch on every rank)."""
+        loss, tokens = self.loss_terms(batch)
+        self._step_tokens = self._step_tokens + tokens.detach()
+        self._step_nonfinite = self._step_nonfinite + (~torch.isfinite(loss.detach())).int()
+        self.log("train/loss", loss.detach() / tokens.clamp(min=1), prog_bar=True, batch_size=len(batch["meta"]))
         return loss
 
-    def _stop_if_not_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
-        # Every rank decides together; one rank raising alone would leave the others hanging in a collective.
-        finite = self.all_gather(torch.isfinite(loss.detach()).to(torch.int32))
-        if not bool(torch.as_tensor(finite).all()):
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if batch_idx % self.trainer.accumulate_grad_batches == 0:  # a new optimizer step begins
+            self._step_tokens = torch.zeros((), device=self.device, dtype=torch.long)
+            self._step_nonfinite = torch.zeros((), device=self.device, dtype=torch.int)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Token-weighted loss across accumulation and ranks (as transformers' `num_items_in_batch`):
+        Lightning divided each micro-batch's summed loss by the accumulation count, DDP/FSDP2 averaged
+        over ranks; rescale so the gradient is that of (sum of token losses) / (global label tokens).
+        One all-reduce per optimizer step also tells every rank whether any loss was non-finite."""
+        totals = torch.stack([self._step_tokens.to(torch.float64), self._step_nonfinite.to(torch.float64)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+        tokens, nonfinite = totals.tolist()
+        if nonfinite:  # every rank raises together: one rank alone would leave the others in a collective
             raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, batch {batch_idx} of "
-                f"epoch {self.current_epoch}; lower model.learning_rate, check the data, or use float32/bf16"
+                f"non-finite training loss in the micro-batches of optimizer step {self.global_step + 1} (epoch "
+                f"{self.current_epoch}); lower model.learning_rate, check the data, or use float32/bf16"
             )
+        scale = self.trainer.accumulate_grad_batches * self._data_parallel_size() / max(tokens, 1.0)
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, scale)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         return self._eval_step("val", batch, batch_idx)
@@ -202,14 +262,13 @@ class DentVLM(L.LightningModule):
         return self.predictions(batch)
 
     def _eval_step(self, stage: str, batch: dict, batch_idx: int) -> dict:
+        # Every rank runs the same forwards whatever its batch holds (an all-padding batch has no
+        # label tokens and a zero loss): under FSDP2 a skipped forward would hang the other ranks.
         task = batch["meta"][0]["task"]
-        labels = batch["labels"].clone()
-        labels[batch["is_padding"]] = IGNORE_INDEX  # padding only evens out batch counts
-        tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
-        loss = self(batch, labels=labels).loss if tokens else torch.zeros((), device=self.device)
+        loss, tokens = self.loss_terms(batch)
         name = f"{stage}/{task}/loss"
         metric, attribute = self._loss_metric(name)
-        metric.update(torch.nan_to_num(loss.detach()), weight=tokens)
+        metric.update(loss.detach() / tokens.clamp(min=1), weight=tokens)  # a token-weighted mean
         self.log(name, metric, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False,
                  metric_attribute=attribute)
         generate = stage == "test" or batch_idx < self._generation_batches(batch)  # test: every sample
@@ -233,20 +292,16 @@ class DentVLM(L.LightningModule):
     # ----- generation -----------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, batch: dict) -> list[str]:
-        """Greedy (or beam) answers for the batch's generation prompts (left-padded, KV-cached)."""
-        inputs = model_inputs(batch, generation=True)
+        """Answers for the batch's generation prompts (left-padded, KV-cached), with exactly the
+        configured settings (`generation_config`)."""
+        inputs, _ = self._with_keepalive(model_inputs(batch, generation=True), None, left=True)
         with self._adapter_switch():
-            output = self._generate(inputs)
+            output = self.network.generate(
+                **inputs,
+                # Under FSDP every rank must run the same number of forward passes.
+                synced_gpus=self._uses_fsdp() and self.trainer.world_size > 1,
+            )
         return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
-    def _generate(self, inputs: dict) -> torch.Tensor:
-        return self.network.generate(
-            **inputs, max_new_tokens=self.hparams.max_new_tokens, do_sample=False,
-            num_beams=self.hparams.num_beams, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            # Under FSDP every rank must run the same number of forward passes.
-            synced_gpus=self._uses_fsdp() and self.trainer.world_size > 1,
-        )
 
     def predictions(self, batch: dict) -> list[Prediction]:
         """Generated answers as `Prediction`s; padding rows are generated (collectives) but dropped."""

@@ -4,7 +4,13 @@ Each decoder layer and each vision block is its own FSDP unit (the classes the m
 `_no_split_modules`, so Qwen2-VL, Qwen2.5-VL and Qwen3-VL need no table of ours); so are the vision
 tower as a whole (patch embedding, merger) and the input embeddings, because generation calls them
 before the model's own forward, where the root unit would gather them; the root takes the rest
-(final norm, lm_head). Parameters are all-gathered per unit just before use.
+(final norm, lm_head). When lm_head shares its weight with the embeddings (Qwen2.5-VL-3B), the two
+form one unit, so the shared parameter stays one parameter. Parameters are all-gathered per unit
+just before use.
+
+`load_sharded` builds the model for FSDP2 without a full copy per rank: rank 0 loads the weights,
+the others build the same model on the meta device, and after sharding rank 0 broadcasts each
+rank its shards.
 """
 
 from __future__ import annotations
@@ -50,7 +56,9 @@ def shard_model(
     if not units:
         raise ValueError(f"no module of the block classes {sorted(blocks)} found to shard")
     units += [m for m in model.modules() if type(m).__name__ in vision_tower_class_names(model)]
-    units.append(model.get_input_embeddings())
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head is not None and head.weight is embeddings.weight
+    units.append([embeddings, head] if tied else embeddings)
     for module in units:  # inner units first: an outer unit leaves already-sharded parameters alone
         fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
@@ -67,3 +75,39 @@ def vision_tower_class_names(model: torch.nn.Module) -> set[str]:
     tower = model.get_submodule(name)
     tower = getattr(tower, "original_module", tower)
     return {type(tower).__name__}
+
+
+def load_sharded(load, build_on_meta, prepare, mesh, device: torch.device, **shard_kwargs) -> torch.nn.Module:
+    """A model sharded with `shard_model` whose weights were read by rank 0 alone.
+
+    Args:
+        load: Returns the model with its weights (called on rank 0 only).
+        build_on_meta: Returns the same architecture without weights (called on the other ranks
+            under ``torch.device("meta")``).
+        prepare: Applied to the model on every rank before sharding (e.g. LoRA wrapping); returns the
+            module to shard (the Hugging Face model inside a peft wrapper) and the model to keep.
+        mesh: The 1-D data-parallel device mesh.
+        device: This rank's device.
+        **shard_kwargs: Passed to `shard_model`.
+
+    Returns:
+        The model from `prepare`, sharded and filled on every rank.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    rank0 = dist.get_rank() == 0
+    if rank0:
+        kept, network = prepare(load())
+        full = network.state_dict()  # holds rank 0's full weights until they are broadcast
+    else:
+        with torch.device("meta"):
+            kept, network = prepare(build_on_meta())
+        full = {}
+    shard_model(network, mesh, **shard_kwargs)
+    if not rank0:
+        network.to_empty(device=device)
+    set_model_state_dict(network, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    for buffer in network.buffers():  # non-persistent buffers (rotary frequencies) are not in state dicts
+        dist.broadcast(buffer.data, src=0)
+    return kept

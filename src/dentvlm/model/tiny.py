@@ -20,7 +20,7 @@ import torch
 
 from dentvlm.cache import cache_dir
 
-TINY_VERSION = 1
+TINY_VERSION = 2
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
 VOCAB_SIZE = 2048

@@ -14,7 +14,7 @@ import json
 import random
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +39,10 @@ REAL_COUNTS = {
     "crown fracture": 3,
 }
 UNKNOWN_COUNT = 300
+HEALTHY_P = 0.12  # "No disease" checkups (COde: 1,274 of 8,775)
 SECOND_LABEL_P = 0.22
 SAME_LABELS_ON_FOLLOW_UP_P = 0.5  # a returning patient often still has the same conditions
 PATIENTS_PER_CHECKUP = 0.6
-PHOTO_COUNT_WEIGHTS = (5, 7, 10, 13, 17, 18, 15, 15)  # 1..8 photographs
 RADIOGRAPH_COUNT_WEIGHTS = (35, 40, 25)  # 0..2 radiographs
 TRACE_P = 0.88  # each condition shows in a given image with this probability
 EXIF_ROTATED_P = 0.1
@@ -50,12 +50,38 @@ FIRST_DAY, LAST_DAY = dt.date(2018, 1, 1), dt.date(2025, 12, 31)
 
 
 @dataclass(frozen=True)
+class Profile:
+    """Shapes of a synthetic release.
+
+    Attributes:
+        photo_sizes: Photograph (width, height) choices, one drawn per checkup.
+        radiograph_size: Radiograph (width, height).
+        photo_count_weights: Weights of 1..8 photographs per checkup.
+        detail: Extra examination findings / history sentences (see `CheckupText`).
+    """
+
+    photo_sizes: tuple[tuple[int, int], ...]
+    radiograph_size: tuple[int, int]
+    photo_count_weights: tuple[int, ...]
+    detail: int
+
+
+# "demo": small images and short text, the embedded demo. "code": COde's shapes, for tests of the real
+# recipe: photos with a long side of 1,024-2,000 px, 5.7 per checkup on average (1-8), 0-2 radiographs,
+# records about as long as COde's.
+PROFILES = {
+    "demo": Profile(((480, 360),), (512, 256), (5, 7, 10, 13, 17, 18, 15, 15), detail=0),
+    "code": Profile(((1024, 768), (1280, 960), (1600, 1200), (2000, 1500)), (1600, 800),
+                    (4, 5, 7, 10, 14, 19, 21, 20), detail=6),
+}
+
+
+@dataclass(frozen=True)
 class _Settings:
     seed: int
     classes: tuple[str, ...]
     parser: LabelParser
-    photo_size: tuple[int, int]
-    radiograph_size: tuple[int, int]
+    profile: Profile
 
 
 @dataclass
@@ -73,9 +99,10 @@ def write_synthetic_release(
     out_dir: str | Path,
     num_checkups: int = 300,
     seed: int = 0,
-    photo_size: tuple[int, int] = (480, 360),
-    radiograph_size: tuple[int, int] = (512, 256),
+    photo_size: tuple[int, int] | None = None,
+    radiograph_size: tuple[int, int] | None = None,
     classes: Sequence[str] = DEFAULT_CLASSES,
+    profile: str = "demo",
 ) -> Path:
     """Write a synthetic release in the real COde layout; the same arguments give byte-identical files.
 
@@ -84,9 +111,11 @@ def write_synthetic_release(
             release (which is replaced).
         num_checkups: Number of checkups (CSV rows), about 0.6 patients per checkup.
         seed: Non-negative random seed.
-        photo_size: (width, height) of the upright photographs.
-        radiograph_size: (width, height) of the radiographs.
+        photo_size: (width, height) of the upright photographs (default: the profile's).
+        radiograph_size: (width, height) of the radiographs (default: the profile's).
         classes: Condition names to draw labels from (normalised; unknown names get a generic mark).
+        profile: "demo" (small images, short text) or "code" (COde's image sizes, photo counts and
+            text length; see `PROFILES`).
 
     Returns:
         The release folder (the one holding ``complete_dataset.csv``).
@@ -94,10 +123,16 @@ def write_synthetic_release(
     Raises:
         ValueError: bad arguments, or `out_dir` holds something that is not a synthetic release.
     """
-    classes = _check_arguments(num_checkups, seed, photo_size, radiograph_size, classes)
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    shapes = PROFILES[profile]
+    if photo_size is not None or radiograph_size is not None:
+        shapes = replace(shapes, photo_sizes=(photo_size,) if photo_size else shapes.photo_sizes,
+                         radiograph_size=radiograph_size or shapes.radiograph_size)
+    classes = _check_arguments(num_checkups, seed, shapes, classes)
     out = _prepare_folder(Path(out_dir))
     rng = random.Random(seed)
-    settings = _Settings(seed, classes, LabelParser(classes), photo_size, radiograph_size)
+    settings = _Settings(seed, classes, LabelParser(classes), shapes)
     (out / "Images" / "Photographs").mkdir(parents=True)
     (out / "Images" / "Radiographs").mkdir(parents=True)
     visits = _plan_visits(num_checkups, classes, rng)
@@ -105,8 +140,9 @@ def write_synthetic_release(
     rows = [_write_checkup(out, f"C{number:06d}", index, visit, settings, rng)
             for index, (visit, number) in enumerate(zip(visits, checkup_numbers, strict=True))]
     _write_csv(out / CSV_NAME, rows)
-    marker = {"num_checkups": num_checkups, "seed": seed, "photo_size": list(photo_size),
-              "radiograph_size": list(radiograph_size), "classes": list(classes)}
+    marker = {"num_checkups": num_checkups, "seed": seed, "profile": profile,
+              "photo_sizes": [list(size) for size in shapes.photo_sizes],
+              "radiograph_size": list(shapes.radiograph_size), "classes": list(classes)}
     (out / MARKER_NAME).write_text(json.dumps(marker, sort_keys=True) + "\n", encoding="utf-8")
     return out
 
@@ -114,7 +150,7 @@ def write_synthetic_release(
 def _write_checkup(out: Path, checkup_id: str, index: int, visit: _Visit, settings: _Settings,
                    rng: random.Random) -> dict[str, str]:
     """Draw one checkup's text and images, save the images, and return its CSV row."""
-    text = CheckupText(visit.labels, settings.classes, rng).fields()
+    text = CheckupText(visit.labels, settings.classes, rng, settings.profile.detail).fields()
     if settings.parser.parse(text["diagnosis"]) != [c for c in settings.classes if c in visit.labels]:
         raise AssertionError(f"diagnosis {text['diagnosis']!r} does not name exactly {visit.labels}")
     # The healthy look belongs to the patient, so it stays the same across their visits.
@@ -125,16 +161,17 @@ def _write_checkup(out: Path, checkup_id: str, index: int, visit: _Visit, settin
         "checkup_id": checkup_id, "patient_id": visit.patient_id, "age": str(visit.age),
         "gender": visit.gender, "visit_type": visit.visit_type, "visit_date": visit.date.isoformat(),
         **text, "photographs": ",".join(photos), "radiographs": ",".join(radiographs),
-        "anomalies_en": ", ".join(capitalised(label) for label in visit.labels),
+        "anomalies_en": ", ".join(capitalised(label) for label in visit.labels) or "No disease",
     }
 
 
-def _check_arguments(num_checkups, seed, photo_size, radiograph_size, classes) -> tuple[str, ...]:
+def _check_arguments(num_checkups, seed, shapes: Profile, classes) -> tuple[str, ...]:
     if num_checkups < 1:
         raise ValueError(f"num_checkups must be >= 1, got {num_checkups}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    for name, size in (("photo_size", photo_size), ("radiograph_size", radiograph_size)):
+    sizes = [("photo_size", size) for size in shapes.photo_sizes] + [("radiograph_size", shapes.radiograph_size)]
+    for name, size in sizes:
         if len(size) != 2 or min(size) < 32:
             raise ValueError(f"{name} must be (width, height) with both >= 32 pixels, got {size}")
     names = tuple(normalise_text(c) for c in classes)
@@ -188,9 +225,9 @@ def _patient_visits(patient_no: int, count: int, classes: tuple[str, ...],
                     rng: random.Random) -> list[_Visit]:
     labels = _draw_labels(classes, rng)
     # Malocclusion is mostly seen in the young, periodontitis in older adults.
-    if labels[0] == "malocclusion" and rng.random() < 0.7:
+    if labels[:1] == ["malocclusion"] and rng.random() < 0.7:
         age = rng.randint(10, 35)
-    elif labels[0] == "periodontitis":
+    elif labels[:1] == ["periodontitis"]:
         age = rng.randint(35, 85)
     else:
         age = rng.randint(10, 88)
@@ -209,7 +246,9 @@ def _patient_visits(patient_no: int, count: int, classes: tuple[str, ...],
 
 
 def _draw_labels(classes: tuple[str, ...], rng: random.Random) -> list[str]:
-    """One condition, sometimes two, weighted by the real counts."""
+    """No condition (a healthy checkup), or one, sometimes two, weighted by the real counts."""
+    if rng.random() < HEALTHY_P:
+        return []
     pool = list(classes)
     weights = [REAL_COUNTS.get(c, UNKNOWN_COUNT) for c in pool]
     labels = rng.choices(pool, weights)
@@ -231,10 +270,13 @@ def _write_images(out: Path, checkup_id: str, modality: str, visit: _Visit, look
     drawing one image never shifts the randomness of another.
     """
     photo = modality == "photograph"
-    count = _count(rng, PHOTO_COUNT_WEIGHTS, 1) if photo else _count(rng, RADIOGRAPH_COUNT_WEIGHTS, 0)
+    shapes = settings.profile
+    count = _count(rng, shapes.photo_count_weights, 1) if photo else _count(rng, RADIOGRAPH_COUNT_WEIGHTS, 0)
     folder = out / "Images" / ("Photographs" if photo else "Radiographs")
     draw = draw_photograph if photo else draw_radiograph
-    size = settings.photo_size if photo else settings.radiograph_size
+    size = shapes.radiograph_size
+    if photo:  # one camera setting per checkup
+        size = rng.choice(shapes.photo_sizes) if len(shapes.photo_sizes) > 1 else shapes.photo_sizes[0]
     names = []
     for number in range(1, count + 1):
         traces = [label for label in visit.labels if rng.random() < TRACE_P]

@@ -112,6 +112,16 @@ GENERIC_CONDITION = {
     "orders": ("Review in two weeks.",),
 }
 
+# A checkup with no condition ("No disease" in anomalies_en): wording the label parser reads as no finding.
+HEALTHY_DIAGNOSES = ("No disease", "No findings", "Healthy")
+HEALTHY_PLANS = ("No treatment needed", "Routine prophylaxis and review in six months")
+# Extra findings of a COde-length examination (the real records list many teeth).
+DETAIL_EXAM = ("{t}: composite restoration intact, margins sealed", "{t}: no caries, no percussion pain",
+               "Probing depth 2-3 mm around {t}", "{t}: mild wear facets on the incisal edge",
+               "{t}: pit and fissure sealant present", "Mucosa near {t} pink and firm")
+DETAIL_ILLNESS = ("Brushes twice a day, flosses rarely.", "Had scaling {d} ago at another clinic.",
+                  "No bleeding tendency, no drug allergy reported.", "Sleeps poorly when the pain comes.")
+
 GENERIC_COMPLAINTS = ("routine checkup", "wants a cleaning", "no complaints", "regular examination",
                       "wants teeth whitening", "check-up before travel")
 GENERIC_ILLNESS = ("No obvious discomfort recently.", "Patient reports no pain or swelling.",
@@ -146,14 +156,17 @@ class CheckupText:
     """Draws the text of one checkup from its labels.
 
     Args:
-        labels: The checkup's conditions (normalised names).
+        labels: The checkup's conditions (normalised names); none for a healthy checkup.
         classes: The class list, so that misleading signs come from conditions it knows.
         rng: The release's random source (consumed in a fixed order, hence deterministic).
+        detail: Extra examination findings and history sentences, up to this many (0: the short
+            demo text; the "code" profile's records are about as long as COde's).
     """
 
-    def __init__(self, labels: Sequence[str], classes: Sequence[str], rng: random.Random):
+    def __init__(self, labels: Sequence[str], classes: Sequence[str], rng: random.Random, detail: int = 0):
         self.labels = list(labels)
         self.rng = rng
+        self.detail = detail
         self.teeth = {label: pick_teeth(label, rng) for label in self.labels}
         self.informative = [label for label in self.labels if rng.random() < INFORMATIVE_P]
         others = [c for c in classes if c in CONDITIONS and c not in self.labels]
@@ -173,7 +186,7 @@ class CheckupText:
             "past_medical_record": " ".join(self.rng.sample(PAST_HISTORY, self.rng.choice((1, 1, 2)))),
             "examination": self._examination(),
             "diagnosis": self.diagnosis(),
-            "treatment_plan": self._joined("plan", "; "),
+            "treatment_plan": self._joined("plan", "; ") or self.rng.choice(HEALTHY_PLANS),
             "treatment_advice": self._advice(),
             "doctors_orders": self._orders(),
             "remarks": "" if self.rng.random() < EMPTY_REMARKS_P else self.rng.choice(REMARKS),
@@ -182,6 +195,8 @@ class CheckupText:
     def diagnosis(self) -> str:
         """Names every label once, with tooth numbers; one line per label or one line in all."""
         parts = [self._fill(self._templates(label, "diagnosis"), label) for label in self.labels]
+        if not parts:
+            return self.rng.choice(HEALTHY_DIAGNOSES)
         if len(parts) > 1 and self.rng.random() < 0.3:
             return "\n".join(f"{i}. {part}" for i, part in enumerate(parts, start=1))
         return self.rng.choice(("; ", ", ")).join(parts)
@@ -199,11 +214,15 @@ class CheckupText:
         sentences = [self._fill(CONDITIONS[lb]["illness"], lb) for lb in signs]
         if self.misleading_field == "illness" and self.misleading:
             sentences.append(self._misleading_sign("illness"))
+        if self.detail:
+            sentences += self.rng.sample(DETAIL_ILLNESS, self.rng.randint(1, min(self.detail, len(DETAIL_ILLNESS))))
         return " ".join(sentences) if sentences else self._fill(GENERIC_ILLNESS, "")
 
     def _examination(self) -> str:
         lines = [self._fill(GENERIC_EXAM, "gingivitis") for _ in range(self.rng.choice((1, 1, 2)))]
         lines += [self._fill(self._templates(lb, "exam"), lb) for lb in self.informative]
+        if self.detail:
+            lines += [self._fill(DETAIL_EXAM, "caries") for _ in range(self.rng.randint(self.detail // 2, self.detail))]
         if self.misleading_field == "exam" and self.misleading:
             lines.append(self._misleading_sign("exam"))
         self.rng.shuffle(lines)
