@@ -44,3 +44,16 @@ def sharegpt_fixture() -> Path:
     if not SHAREGPT_FIXTURE.is_file():
         pytest.fail(f"missing third-party fixture {SHAREGPT_FIXTURE}")
     return SHAREGPT_FIXTURE
+
+
+@pytest.fixture(scope="session")
+def code_shards(tmp_path_factory) -> Path:
+    """48 checkups shaped like COde's (the synth "code" profile: 1-8 photos, 5.7 on average, 0-2
+    radiographs, COde-length text; photos drawn at 1280 px to keep the fixture quick), sharded at
+    the release's stored size (1,024 px long side)."""
+    release = write_synthetic_release(tmp_path_factory.mktemp("code") / "COde-Dataset", num_checkups=48, seed=1,
+                                      profile="code", photo_size=(1280, 960))
+    out = tmp_path_factory.mktemp("code-shards")
+    build_shards(release, out, salt="test-salt", val=0.25, test=0.25, seed=0, policy=ImagePolicy(long_side=1024),
+                 workers=2, progress=False)
+    return out

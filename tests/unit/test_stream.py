@@ -1,11 +1,14 @@
 """Rank/worker splitting of the stream, with every rank simulated in turn in this process.
 (tests/integration/test_distributed_data.py runs the same in two real processes.)"""
 
+import random
 from collections import Counter
+from dataclasses import dataclass
 
 import pytest
 
 from dentvlm.data.datamodule import DentDataModule
+from dentvlm.data.stream import CheckupStream
 
 
 def run_rank(shards, rank, world, workers, split="val", task="classification", batch_size=2, epoch=0, **kw):
@@ -82,3 +85,68 @@ def test_bad_settings_are_named():
         DentDataModule(modality="smell")
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         _ = DentDataModule(shards="/nonexistent").manifest
+
+
+class DropSome:
+    """make_example that drops (returns None for) every sample whose key is in `dropped`."""
+
+    def __init__(self, maker, dropped):
+        self.maker, self.dropped = maker, set(dropped)
+
+    def __call__(self, sample, is_padding):
+        if sample.checkup.key in self.dropped and not is_padding:
+            return None
+        return self.maker(sample, is_padding)
+
+
+def test_dropped_samples_are_counted_and_padding_spreads_over_distinct_checkups(small_shards):
+    dm = DentDataModule(shards=str(small_shards), batch_size=2, num_workers=0)
+    stream = dm.stream("train", "classification", training=True)
+    every = [e.key for e in stream]
+    dropped = every[1::2][: len(every) // 2]  # half of the split cannot be encoded
+    stream.make_example = DropSome(stream.make_example, dropped)
+    examples = list(stream)
+    assert len(examples) == stream.samples_per_worker  # batch counts do not change
+    real = [e for e in examples if not e.is_padding]
+    padding = [e for e in examples if e.is_padding]
+    assert {e.key for e in real} == set(every) - set(dropped)
+    assert sum(e.dropped_before for e in examples) == len(dropped)  # every drop reported once
+    counts = Counter(e.key for e in padding)
+    assert max(counts.values()) - min(counts.values()) <= 1  # padding cycles through distinct checkups
+    assert len(counts) == min(len(padding), len(real))
+
+
+def label_purity(examples, batch_size: int) -> float:
+    """Fraction of batches whose rows all have the same answer."""
+    batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
+    return sum(len({e.target for e in b}) == 1 for b in batches) / len(batches)
+
+
+@dataclass
+class Sized:
+    """What grouping sees of an encoded example."""
+
+    prompt_len: int
+    target: str
+
+    def __len__(self) -> int:
+        return self.prompt_len + len(self.target.split())
+
+
+def test_length_grouping_does_not_group_labels():
+    """When the answer's length tracks the label (here: 1 to 4 words per class) and prompts are alike
+    (one image and the same neutral text per sample, as in an image-only task), sorting by total
+    length made one-label batches; prompt-length buckets in random order leave batches as mixed
+    as no grouping does."""
+    rng = random.Random(0)
+    answers = ["caries", "dentition defect", "acute gingival papillitis", "none of the six"]
+    examples = [Sized(rng.choice((300, 300, 301, 317)), rng.choice(answers)) for _ in range(512)]
+
+    def purity(length_of, bucket: int) -> float:
+        stream = CheckupStream([], None, None, batch_size=4, training=True, group_by_length=8,
+                               length_of=length_of, length_bucket=bucket)
+        return label_purity(list(stream._grouped(iter(examples), random.Random(1))), 4)
+
+    ungrouped = label_purity(examples, 4)  # chance: 4 / 4^4, about 1.6%
+    assert purity(len, 1) > ungrouped + 0.1  # the old grouping: exact sorting by total length
+    assert purity(lambda e: e.prompt_len, 64) <= ungrouped + 0.03

@@ -158,7 +158,8 @@ class ChatEncoder:
         The question's images share one bound: the largest that fits `cutoff_len` with the whole
         text (a training sample that cannot fit even at min_pixels goes on at min_pixels, to be cut
         inside its answer or dropped). Few-shot demonstrations (evaluation only) are resized here,
-        at most `few_shot_max_pixels` and at most the question's bound, to fit `context_len`.
+        at most `few_shot_max_pixels` and at most the question's bound, to fit `context_len`; when
+        they cannot fit beside the question, all images share the largest bound that fits.
         """
         demos = example.demo_images
         query, shown = example.images[demos:], example.images[:demos]
@@ -177,9 +178,12 @@ class ChatEncoder:
         demo_sizes = [(image.height, image.width) for image in shown]
         room = self.context_len - text_tokens - self.budget.tokens(query_sizes, pixels)
         demo_pixels = self.budget.fit(demo_sizes, room, upper=min(self.few_shot_max_pixels, pixels))
-        if demo_pixels is None:
-            raise Overlong(f"{example.key}: {len(shown)} demonstration images do not fit the model's context of "
-                           f"{self.context_len} tokens even at min_pixels (lower data.few_shot)")
+        if demo_pixels is None:  # no room left beside the question: every image shares one smaller bound
+            pixels = demo_pixels = self.budget.fit(query_sizes + demo_sizes, self.context_len - text_tokens)
+            scaled = bool(query)
+            if pixels is None:
+                raise Overlong(f"{example.key}: {len(example.images)} images of a few-shot prompt do not fit the "
+                               f"model's context of {self.context_len} tokens even at min_pixels (lower data.few_shot)")
         resized = [self._resize(image, demo_pixels) for image in shown]
         return resized + list(query), pixels, scaled
 

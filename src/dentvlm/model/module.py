@@ -21,6 +21,8 @@ from dentvlm.model.loss import answer_loss
 from dentvlm.model.parallel import load_sharded, shard_model
 from dentvlm.predictions import Prediction
 
+FSDP_SHARDING = ("full", "hybrid")
+
 
 def generation_config(max_new_tokens: int, num_beams: int, tokenizer):
     """The complete generation settings: set on the model, so that none of a checkpoint's own
@@ -58,6 +60,8 @@ class DentVLM(L.LightningModule):
         trust_remote_code: Allow model code from the model folder (off: only installed transformers code).
         gradient_checkpointing: Recompute activations in backward to save memory.
         fsdp_param_dtype: Under FSDP2, all-gather/compute dtype (e.g. bfloat16); None keeps `dtype`.
+        fsdp_sharding: Under FSDP2: "full" shards over every GPU of every node; "hybrid" shards within
+            a node and replicates across nodes (less inter-node traffic, more memory per GPU).
         max_new_tokens: Generation length limit for evaluation.
         num_beams: Beam count (1: greedy).
         generate_samples: Validation samples per task and epoch to generate answers for (-1: all);
@@ -84,6 +88,7 @@ class DentVLM(L.LightningModule):
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
         fsdp_param_dtype: str | None = None,
+        fsdp_sharding: str = "full",
         max_new_tokens: int = 128,
         num_beams: int = 1,
         generate_samples: int = 64,
@@ -96,6 +101,8 @@ class DentVLM(L.LightningModule):
             raise ValueError("model.warmup_ratio must be in [0, 1) and model.min_lr_ratio in [0, 1]")
         if fsdp_param_dtype is not None and fsdp_param_dtype not in DTYPES:
             raise ValueError(f"model.fsdp_param_dtype must be one of {list(DTYPES)} or null")
+        if fsdp_sharding not in FSDP_SHARDING:
+            raise ValueError(f"model.fsdp_sharding must be one of {FSDP_SHARDING}, got {fsdp_sharding!r}")
         self.model: torch.nn.Module | None = None
         self.processor = None
         # Only trainable weights are checkpointed (see state_dict), so loading is not strict.
@@ -118,7 +125,7 @@ class DentVLM(L.LightningModule):
             self.model = self._prepare(load_vlm(hp.model_path, hp.dtype, hp.attn_implementation,
                                                 hp.trust_remote_code))[0]
             if self._uses_fsdp():
-                shard_model(self.network, self.device_mesh["data_parallel"], param_dtype=self._fsdp_param_dtype())
+                shard_model(self.network, self._fsdp_mesh(), param_dtype=self._fsdp_param_dtype())
         # from_pretrained returns eval mode; Lightning keeps the modes it finds, so training must be
         # asked for here (else dropout is off and gradient checkpointing never recomputes).
         self.model.train()
@@ -143,9 +150,19 @@ class DentVLM(L.LightningModule):
             load=lambda: load_vlm(hp.model_path, hp.dtype, hp.attn_implementation, hp.trust_remote_code),
             build_on_meta=lambda: build_vlm_without_weights(hp.model_path, hp.dtype, hp.attn_implementation,
                                                             hp.trust_remote_code),
-            prepare=self._prepare, mesh=self.device_mesh["data_parallel"], device=self.trainer.strategy.root_device,
+            prepare=self._prepare, mesh=self._fsdp_mesh(), device=self.trainer.strategy.root_device,
             param_dtype=self._fsdp_param_dtype(),
         )
+
+    def _fsdp_mesh(self):
+        """The device mesh to shard over. Lightning's ModelParallelStrategy builds a 2-D mesh named
+        (data_parallel, tensor_parallel); with both sizes "auto" it is (nodes, GPUs per node). dentvlm
+        uses no tensor parallelism: "full" flattens the mesh (every rank holds one shard), "hybrid"
+        keeps it 2-D, which FSDP2 reads as (replicate, shard)."""
+        mesh = self.device_mesh
+        if self.hparams.fsdp_sharding == "hybrid" or mesh.ndim == 1:
+            return mesh
+        return mesh._flatten("dp_shard")
 
     def _fsdp_param_dtype(self) -> torch.dtype | None:
         return DTYPES[self.hparams.fsdp_param_dtype] if self.hparams.fsdp_param_dtype else None
@@ -170,9 +187,7 @@ class DentVLM(L.LightningModule):
         return self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
 
     def _data_parallel_size(self) -> int:
-        """Ranks whose gradients are averaged (FSDP2 and DDP average over the data-parallel group)."""
-        if self._uses_fsdp():
-            return self.device_mesh["data_parallel"].size()
+        """Ranks whose gradients are averaged: all of them (DDP, and FSDP2 full or hybrid)."""
         return self.trainer.world_size
 
     def on_fit_start(self) -> None:

@@ -43,7 +43,7 @@ def shard_model(
 
     Args:
         model: The (possibly peft-wrapped) model; sharded in place.
-        mesh: A 1-D device mesh of the data-parallel ranks.
+        mesh: The device mesh: 1-D (full sharding) or 2-D (replicate, shard) for hybrid sharding.
         param_dtype: All-gather and compute dtype (e.g. bfloat16); None keeps the stored dtype.
         reduce_dtype: Gradient reduce-scatter dtype.
         reshard_after_forward: Free gathered parameters after forward (saves memory, costs a re-gather).
@@ -86,7 +86,7 @@ def load_sharded(load, build_on_meta, prepare, mesh, device: torch.device, **sha
             under ``torch.device("meta")``).
         prepare: Applied to the model on every rank before sharding (e.g. LoRA wrapping); returns the
             module to shard (the Hugging Face model inside a peft wrapper) and the model to keep.
-        mesh: The 1-D data-parallel device mesh.
+        mesh: The device mesh (see `shard_model`).
         device: This rank's device.
         **shard_kwargs: Passed to `shard_model`.
 
