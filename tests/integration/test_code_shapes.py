@@ -45,7 +45,8 @@ def old_rule_drops(samples: dict, settings: dict, kept) -> int:
     for e in kept:
         shown = [i for i, m in enumerate(samples[e.key].checkup.modalities) if m in settings["image_modalities"]]
         images = [decode_image(samples[e.key].images[i], e.key) for i in shown[: settings["max_images"]]]
-        drops += len(e) - e.image_tokens + budget.tokens([(im.height, im.width) for im in images]) > settings["cutoff_len"]
+        unscaled = len(e) - e.image_tokens + budget.tokens([(im.height, im.width) for im in images])
+        drops += unscaled > settings["cutoff_len"]
     return drops
 
 

@@ -13,7 +13,7 @@ from dentvlm.data.datamodule import DentDataModule
 from dentvlm.model.module import DentVLM
 
 from .conftest import REPO
-from .grad_probe import two_examples, run_step
+from .grad_probe import run_step, two_examples
 
 
 @pytest.fixture(scope="module")
