@@ -41,6 +41,12 @@ class DentCLI(LightningCLI):
         parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(DataMonitor, "data_monitor")
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning replaces the parsed model settings with those saved in a --ckpt_path checkpoint,
+        after parsing, so `dentvlm test --ckpt_path last --model.max_new_tokens 512` would silently
+        generate with the training run's settings. dentvlm keeps what the config and flags say; a
+        checkpoint made with other fine-tuning settings is refused when loading (missing weights)."""
+
     def _results_writer(self):
         from dentvlm.evaluation.results import ResultsWriter
 
