@@ -41,9 +41,8 @@ def make_tied_model(tiny_model_dir, out) -> None:
 
 def batches(model_dir) -> tuple[dict, dict]:
     """Rank 0's batch has images; rank 1's has none (a text-only ablation on one rank)."""
-    from tests.conftest import DEMO_SHARDS
-
     from dentvlm.data.datamodule import DentDataModule
+    from tests.conftest import DEMO_SHARDS
 
     with_images = DentDataModule(shards=str(DEMO_SHARDS), processor_path=str(model_dir), num_workers=0, max_images=2)
     text_only = DentDataModule(shards=str(DEMO_SHARDS), processor_path=str(model_dir), num_workers=0,
