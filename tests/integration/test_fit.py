@@ -108,3 +108,12 @@ def test_two_rank_fsdp2_validation_with_an_all_padding_batch_matches_one_process
     assert single["val/classification/samples"] == 45
     for name, value in single.items():
         assert sharded[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_a_run_that_drops_too_many_checkups_stops_and_says_why(tmp_path):
+    # prompts of the demo are 123-299 tokens with images at min_pixels: a cutoff of 200 drops about a quarter
+    with pytest.raises(RuntimeError, match=r"training samples dropped this epoch so far .* over "
+                                           r"data_monitor.max_drop_fraction=0.01.*data.cutoff_len=200"):
+        main(fit_args(tmp_path, "--data.cutoff_len", "200", "--trainer.log_every_n_steps", "1"))
+    main(fit_args(tmp_path / "tolerant", "--data.cutoff_len", "200", "--data_monitor.max_drop_fraction", "0.5"))

@@ -181,6 +181,16 @@ def test_multi_label_unparseable_answer_is_wrong_even_without_findings():
     assert scores.compute()["subset_accuracy"] == 0
 
 
+def test_multi_label_none_answers_count_as_right_when_the_checkup_has_none():
+    parser = LabelParser(CLASSES)
+    scores = ClassificationScores(CLASSES, multi_label=True)
+    answers = ["none", "caries", "none", "gingivitis, caries"]
+    truth = [[], [], ["caries"], ["caries", "gingivitis"]]
+    scores.update([parser.parse(a) for a in answers], truth)
+    result = scores.compute()
+    assert result["subset_accuracy"] == 0.5 and result["unparseable"] == 0 and result["samples"] == 4
+
+
 # ---- parsing of generated answers ----
 
 @pytest.mark.parametrize("answer, expected", [

@@ -68,3 +68,23 @@ def test_unknown_task_or_modality():
         format_checkup(CHECKUP, IMAGES, "segmentation", DEFAULT_CLASSES)
     with pytest.raises(ValueError, match="unknown modality"):
         format_checkup(CHECKUP, IMAGES, "report", DEFAULT_CLASSES, modality="audio")
+
+
+def test_a_checkup_with_none_of_the_classes_answers_none():
+    healthy = Checkup(key="h", patient="p", modalities=[], labels=[], report={"diagnosis": "No disease"})
+    other = Checkup(key="o", patient="p", modalities=[], labels=["cracked tooth"])
+    for checkup in (healthy, other):
+        example = format_checkup(checkup, [], "classification", DEFAULT_CLASSES)
+        assert example.target == "none" and example.labels == []
+        assert "or none if it shows none of them" in user_text(example)
+    custom = format_checkup(healthy, [], "classification", DEFAULT_CLASSES, none_answer="no findings")
+    assert custom.target == "no findings" and "or no findings if" in user_text(custom)
+
+
+def test_none_answer_must_read_as_no_finding():
+    from dentvlm.data.datamodule import DentDataModule
+    from dentvlm.labels import LabelParser
+
+    assert LabelParser(DEFAULT_CLASSES).parse("none") == []
+    with pytest.raises(ValueError, match="data.none_answer 'nothing to see'"):
+        DentDataModule(none_answer="nothing to see")
