@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from dentvlm.data.datamodule import DentDataModule
-from dentvlm.data.image_budget import ImageBudget
-from dentvlm.data.shards import decode_image, iter_shard
+from dentvlm.data.shards import iter_shard
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DATA_KEYS = ("cutoff_len", "max_images", "image_modalities", "min_pixels", "max_pixels")
@@ -38,16 +37,9 @@ def stored_samples(shards: Path, split: str) -> dict:
     return {s.checkup.key: s for shard in sorted(shards.glob(f"{split}-*.tar")) for s in iter_shard(shard)}
 
 
-def old_rule_drops(samples: dict, settings: dict, kept) -> int:
-    """Samples the old encoder dropped: over cutoff_len with every image at max_pixels."""
-    budget = ImageBudget(28, settings["min_pixels"], settings["max_pixels"])
-    drops = 0
-    for e in kept:
-        shown = [i for i, m in enumerate(samples[e.key].checkup.modalities) if m in settings["image_modalities"]]
-        images = [decode_image(samples[e.key].images[i], e.key) for i in shown[: settings["max_images"]]]
-        unscaled = len(e) - e.image_tokens + budget.tokens([(im.height, im.width) for im in images])
-        drops += unscaled > settings["cutoff_len"]
-    return drops
+def old_rule_drops(kept, cutoff: int) -> int:
+    """Samples the old encoder dropped: every image at max_pixels, prompt over the cutoff."""
+    return sum(e.prompt_len + e.unscaled_image_tokens - e.image_tokens >= cutoff for e in kept)
 
 
 def test_fixture_is_code_shaped(code_shards):
@@ -77,7 +69,7 @@ def test_recipes_keep_every_code_shaped_checkup_and_every_image(code_shards, tin
             assert (0 if e.image_grid_thw is None else len(e.image_grid_thw)) == shown
         if config == "qwen7b.yaml" and training:  # the 7B bound is where checkups used to be lost
             assert any(e.scaled for e in kept)
-            assert old_rule_drops(samples, settings, kept) >= len(kept) // 4
+            assert old_rule_drops(kept, cutoff) >= len(kept) // 4
 
 
 @pytest.mark.parametrize("context_len", [128_000, None], ids=["7b-context", "tiny-context-4096"])

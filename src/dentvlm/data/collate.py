@@ -37,6 +37,7 @@ class Encoded:
         pixel_values: (patches, patch_dim) for all images, or None without images.
         image_grid_thw: (images, 3) patch grid per image, or None.
         image_tokens: Image tokens in `input_ids`.
+        unscaled_image_tokens: Image tokens the images would take at max_pixels.
         scaled: The images were scaled below max_pixels so that the sample fits.
         truncated: The answer was cut at `cutoff_len` (training only; images never are).
         dropped_before: Samples dropped by the stream since the previous example (set by the stream).
@@ -55,6 +56,7 @@ class Encoded:
     pixel_values: torch.Tensor | None
     image_grid_thw: torch.Tensor | None
     image_tokens: int = 0
+    unscaled_image_tokens: int = 0
     scaled: bool = False
     truncated: bool = False
     dropped_before: int = 0
@@ -146,6 +148,7 @@ class ChatEncoder:
             mm_token_type_ids=mm_types, prompt_len=prompt_len,
             pixel_values=features.get("pixel_values"), image_grid_thw=grid,
             image_tokens=image_tokens, scaled=scaled, truncated=truncated,
+            unscaled_image_tokens=self.budget.tokens([(image.height, image.width) for image in example.images]),
         )
 
     def _text_tokens(self, text: str, images: int) -> int:
