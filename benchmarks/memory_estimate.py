@@ -3,7 +3,11 @@
 The model is built from the real Qwen2.5-VL architecture config on the meta device (no weights, no
 download) and wrapped with the config's LoRA settings through dentvlm's own `apply_finetuning`, so
 the counts are exact. Memory is an estimate: sharded weights, LoRA weights + grads + AdamW state,
-the all-gathered blocks in flight, checkpointed activations, and the logits of the loss.
+the all-gathered blocks in flight, checkpointed activations, and the logits of the loss, which
+dentvlm computes at answer positions only (`dentvlm.model.loss`). For comparison it also prints the
+totals the earlier code reached: logits at every position, and (as the model trained in eval mode)
+no gradient checkpointing at all. CPU memory while loading: under FSDP2 rank 0 alone reads the
+weights; the other ranks build on the meta device (`dentvlm.model.parallel.load_sharded`).
 
     python benchmarks/memory_estimate.py --config configs/qwen7b.yaml --gpus 4
 """
@@ -46,6 +50,8 @@ def main() -> None:
     parser.add_argument("--config", default="configs/qwen7b.yaml")
     parser.add_argument("--gpus", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=None, help="tokens per sample (default: data.cutoff_len)")
+    parser.add_argument("--answer_tokens", type=int, default=16,
+                        help="label tokens per sample (a classification answer ~10; a COde report ~300)")
     args = parser.parse_args()
     run = yaml.safe_load(open(args.config))
     model_cfg, data_cfg = run["model"], run["data"]
@@ -69,18 +75,26 @@ def main() -> None:
     gathered = 2 * block                                     # current + prefetched all-gathered layer
     checkpoints = 2 * batch * seq * hidden * layers          # layer inputs kept by gradient checkpointing
     recompute = 2 * batch * seq * (10 * hidden + 3 * text.intermediate_size)  # one layer re-run in backward
-    logits = batch * seq * vocab * (2 + 4 + 4)               # bf16 logits, fp32 upcast and its gradient
+    logits = batch * args.answer_tokens * vocab * (2 + 4 + 4)  # bf16 logits, fp32 upcast and its gradient
     parts = {
         "weights (bf16, sharded)": weights, "LoRA weights+grads+AdamW (fp32, sharded)": lora_state,
         "all-gathered blocks in flight": gathered, "checkpointed layer inputs": checkpoints,
-        "one layer recomputed in backward": recompute, "logits + fp32 loss": logits,
+        "one layer recomputed in backward": recompute, "logits + fp32 loss (answer tokens)": logits,
     }
+    every_position = batch * seq * vocab * (2 + 4 + 4)
+    earlier = sum(parts.values()) - logits + every_position
+    no_checkpointing = earlier - checkpoints - recompute + layers * recompute
     print(f"{args.config}: Qwen2.5-VL-{size}, LoRA r={spec.lora_rank} on {spec.lora_target}, vision {spec.vision}")
     print(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.3f}%)")
-    print(f"per-GPU memory estimate, FSDP2 over {gpus} GPUs, batch {batch} x {seq} tokens, gradient checkpointing:")
+    print(f"per-GPU memory estimate, FSDP2 over {gpus} GPUs, batch {batch} x {seq} tokens "
+          f"({args.answer_tokens} answer tokens each), gradient checkpointing:")
     for name, value in parts.items():
         print(f"  {name:<42} {value / GIB:6.2f} GiB")
     print(f"  {'total (+ ~1-2 GiB CUDA context/allocator slack)':<42} {sum(parts.values()) / GIB:6.2f} GiB")
+    print(f"  {'earlier: logits at every position':<42} {earlier / GIB:6.2f} GiB")
+    print(f"  {'earlier, in eval mode: no checkpointing':<42} {no_checkpointing / GIB:6.2f} GiB")
+    print(f"CPU memory while loading: rank 0 {2 * total / GIB:.1f} GiB (bf16 weights), other ranks ~0 "
+          f"(meta device); earlier every rank {2 * total / GIB:.1f} GiB ({gpus * 2 * total / GIB:.1f} GiB per node)")
 
 
 if __name__ == "__main__":
