@@ -29,10 +29,13 @@ from dentvlm.data.shards import ShardSample, iter_shard
 
 @dataclass(frozen=True)
 class ShardRef:
-    """A shard file and how many of its samples serve the stream's task."""
+    """A shard file and how many of its samples serve the stream's task; with the manifest's sample
+    count and checksum, reading the shard to its end verifies both."""
 
     path: str
     eligible: int
+    samples: int | None = None
+    sha256: str | None = None
 
 
 class CheckupStream(IterableDataset):
@@ -127,12 +130,12 @@ class CheckupStream(IterableDataset):
         total = self.total_workers
         if self._deal_shards():
             for shard in self._shard_order()[worker::total]:
-                yield from (s for s in iter_shard(shard.path) if self.eligible(s))
+                yield from (s for s in iter_shard(shard.path, shard.samples, shard.sha256) if self.eligible(s))
             return
         index = 0
         for shard in self._shard_order():
             found = 0
-            for sample in iter_shard(shard.path):
+            for sample in iter_shard(shard.path, shard.samples, shard.sha256):
                 if not self.eligible(sample):
                     continue
                 found += 1
@@ -170,7 +173,7 @@ class CheckupStream(IterableDataset):
         target = worker % self.total_eligible
         index = 0
         for shard in self._shard_order():
-            for sample in iter_shard(shard.path):
+            for sample in iter_shard(shard.path, shard.samples, shard.sha256):
                 if self.eligible(sample):
                     if index == target:
                         return sample
