@@ -99,13 +99,18 @@ def read_source_file(path: Path, max_bytes: int = MAX_SOURCE_BYTES) -> bytes:
         raise ImageRejected(MISSING, f"{path}: image listed but not found") from None
     except OSError as exc:  # ELOOP (a symlink), EACCES, ENXIO (a socket) ...
         raise ImageRejected(NOT_A_FILE, f"{path}: cannot be opened as an image file ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (device, FIFO or socket)"
             raise ImageRejected(NOT_A_FILE, f"{path}: is {kind}, not an image")
         if info.st_size > max_bytes:
             raise ImageRejected(TOO_LARGE, f"{path}: {info.st_size:,} bytes, over the limit of {max_bytes:,}")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:  # grew while being read
         raise ImageRejected(TOO_LARGE, f"{path}: over the limit of {max_bytes:,} bytes")
