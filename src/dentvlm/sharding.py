@@ -124,35 +124,22 @@ def _write_split(items, writer, pool_map, policy, classes, strict, skipped_check
     patients, labels, images, tasks = set(), Counter(), Counter(), Counter()
     written = 0
     jobs = ((i.image_paths, policy) for i in items)
-    bar = tqdm(total=len(items), desc=f"shard {name}", unit="checkup", disable=not progress or not items)
-    for item, results in zip(items, pool_map(prepare_images, jobs)):
-        bar.update()
-        checkup, kept = item.checkup, []
-        modalities = []
-        for modality, result in zip(checkup.modalities, results):
-            if isinstance(result, tuple):
-                reason, message = result
-                _skip(Skip(reason, f"{item.where}: {message}"), skipped_images, strict)
+    # The bar only on a terminal (disable=None): in a log file its redraws are noise, and the summary
+    # line says what happened.
+    bar = tqdm(total=len(items), desc=f"shard {name}", unit="checkup", disable=None if progress and items else True)
+    try:
+        for item, results in zip(items, pool_map(prepare_images, jobs)):
+            bar.update()
+            variants = _write_item(item, results, writer, classes, strict, skipped_checkups, skipped_images)
+            if variants is None:
                 continue
-            kept.append(result)
-            modalities.append(modality)
-        if checkup.conversation is not None and len(kept) < len(results):
-            # A conversation's <image> placeholders point at fixed positions: it cannot lose one.
-            skipped_checkups[IMAGE_FAILED_IN_CONVERSATION] += 1
-            continue
-        checkup.modalities = modalities
-        variants = checkup.tasks(classes)
-        try:
-            writer.write(checkup, kept, variants)
-        except SampleRejected as exc:  # the reader would refuse it: a skip now, not a crash in training
-            _skip(Skip(exc.reason, f"{item.where}: {exc}"), skipped_checkups, strict)
-            continue
-        written += 1
-        patients.add(checkup.patient)
-        labels.update(c for c in checkup.labels if c in classes)
-        images.update(modalities)
-        tasks.update(variants)
-    bar.close()
+            written += 1
+            patients.add(item.checkup.patient)
+            labels.update(c for c in item.checkup.labels if c in classes)
+            images.update(item.checkup.modalities)
+            tasks.update(variants)
+    finally:
+        bar.close()  # ends the bar's line before any error message
     return {
         "checkups": written,
         "patients": len(patients),
@@ -160,6 +147,30 @@ def _write_split(items, writer, pool_map, policy, classes, strict, skipped_check
         "labels": {c: labels[c] for c in classes},
         "tasks": dict(sorted(tasks.items())),
     }
+
+
+def _write_item(item, results, writer, classes, strict, skipped_checkups, skipped_images) -> set[str] | None:
+    """Write one checkup with its prepared images; its task variants, or None when it was skipped."""
+    checkup, kept, modalities = item.checkup, [], []
+    for modality, result in zip(checkup.modalities, results):
+        if isinstance(result, tuple):
+            reason, message = result
+            _skip(Skip(reason, f"{item.where}: {message}"), skipped_images, strict)
+            continue
+        kept.append(result)
+        modalities.append(modality)
+    if checkup.conversation is not None and len(kept) < len(results):
+        # A conversation's <image> placeholders point at fixed positions: it cannot lose one.
+        skipped_checkups[IMAGE_FAILED_IN_CONVERSATION] += 1
+        return None
+    checkup.modalities = modalities
+    variants = checkup.tasks(classes)
+    try:
+        writer.write(checkup, kept, variants)
+    except SampleRejected as exc:  # the reader would refuse it: a skip now, not a crash in training
+        _skip(Skip(exc.reason, f"{item.where}: {exc}"), skipped_checkups, strict)
+        return None
+    return variants
 
 
 class _image_pool:
