@@ -24,8 +24,8 @@ from dentvlm.checkpointing import DESCRIPTION, sidecar_dir
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 CARRIED_FILES = ("labels.json", "config.yaml", DESCRIPTION)
-# Either name of each, depending on the transformers version that saved the processor.
-PROCESSOR_FILES = (("processor_config.json", "preprocessor_config.json"), ("tokenizer.json", "tokenizer_config.json"))
+# Either name, depending on the transformers version that saved the processor (which must also load).
+PROCESSOR_FILES = (("processor_config.json", "preprocessor_config.json"),)
 
 
 def checkpoint_folder(checkpoint: str | Path) -> Path:
@@ -59,6 +59,7 @@ def check_checkpoint_folder(folder: Path) -> dict:
                                 "folder of a checkpoint that finished saving (e.g. checkpoints/last)")
     for path in sorted(folder.glob("*.safetensors")):
         _check_safetensors(path)
+    _check_processor(folder)
     return description
 
 
@@ -92,7 +93,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
             gc.collect()
         else:
             _copy_trained_files(folder, staging, adapter)
-        AutoProcessor.from_pretrained(folder).save_pretrained(staging)
+        AutoProcessor.from_pretrained(folder).save_pretrained(staging)  # loads: checked above
         for name in CARRIED_FILES:
             if (folder / name).is_file():
                 shutil.copy2(folder / name, staging / name)
@@ -108,12 +109,37 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
 
 def merged_model(folder: Path, base_model: str, dtype: str = "auto"):
     """The base model with the folder's adapter merged in (a plain transformers model)."""
-    from peft import PeftModel
-
     from dentvlm.model.build import load_vlm
 
-    base = load_vlm(base_model, dtype=dtype)
-    return PeftModel.from_pretrained(base, folder).merge_and_unload()
+    return load_adapter(load_vlm(base_model, dtype=dtype), folder).merge_and_unload()
+
+
+def load_adapter(base, folder: Path):
+    """`PeftModel.from_pretrained(base, folder)`, checking every saved adapter tensor was loaded (peft
+    only warns about keys that match no module, and would export or merge without them).
+
+    Raises:
+        ValueError: saved tensors that the model has no place for, or that did not load.
+    """
+    import torch
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    try:
+        model = PeftModel.from_pretrained(base, folder)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"{folder}: adapter does not fit the base model ({str(exc).splitlines()[0]})") from None
+    saved = load_file(folder / "adapter_model.safetensors")
+    loaded = get_peft_model_state_dict(model)
+    missing = sorted(set(saved) - set(loaded))
+    different = sorted(k for k in set(saved) & set(loaded)
+                       if not torch.equal(saved[k].to(loaded[k].dtype), loaded[k].detach().cpu()))
+    if missing or different:
+        raise ValueError(f"{folder / 'adapter_model.safetensors'}: {len(missing) + len(different)} of {len(saved)} "
+                         f"tensors do not load into the base model (e.g. {(missing + different)[:2]}); was it "
+                         "trained on another base model?")
+    return model
 
 
 def verify_export(folder: Path, base_model: str | None) -> None:
@@ -125,28 +151,18 @@ def verify_export(folder: Path, base_model: str | None) -> None:
     Raises:
         ValueError: the folder does not load, or weights are missing, unexpected or of the wrong shape.
     """
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from dentvlm.model.build import load_vlm
+
+    problems = {}
     try:
         AutoProcessor.from_pretrained(folder)
         if base_model is None:
             model, info = AutoModelForImageTextToText.from_pretrained(folder, output_loading_info=True)
             problems = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
         else:
-            from peft import PeftModel
-            from peft.utils import get_peft_model_state_dict
-            from safetensors.torch import load_file
-
-            from dentvlm.model.build import load_vlm
-
-            model = PeftModel.from_pretrained(load_vlm(base_model), folder)
-            saved = load_file(folder / "adapter_model.safetensors")
-            loaded = get_peft_model_state_dict(model)
-            problems = {"missing": sorted(set(saved) - set(loaded)),
-                        "not loaded": sorted(k for k in set(saved) & set(loaded)
-                                             if not torch.equal(saved[k].to(loaded[k].dtype), loaded[k].cpu()))}
-            problems = {k: v for k, v in problems.items() if v}
+            model = load_adapter(load_vlm(base_model), folder)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ValueError(f"export check failed: the written folder does not load ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -171,6 +187,16 @@ def _check_safetensors(path: Path) -> None:
                 raise ValueError("no tensors")
     except Exception as exc:  # noqa: BLE001 (safetensors raises its own SafetensorError for a damaged file)
         raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _check_processor(folder: Path) -> None:
+    from transformers import AutoProcessor
+
+    try:
+        AutoProcessor.from_pretrained(folder)
+    except Exception as exc:  # noqa: BLE001 (tokenizer libraries raise many kinds for missing/damaged files)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{folder}: the processor (tokenizer, image processor) does not load ({first})") from None
 
 
 def _copy_trained_files(folder: Path, out: Path, adapter: bool) -> None:
