@@ -121,8 +121,14 @@ class FailedRunCleanup:
         return trainer.global_step > 0 or any(loop.batch_progress.total.completed for loop in loops)
 
     def discard(self) -> None:
-        if self.ran_a_batch():
-            return  # logs and checkpoints of real work are kept
+        if self.ran_a_batch() or not self.trainer.is_global_zero:
+            return  # logs and checkpoints of real work are kept; one rank cleans up
+        try:
+            self._discard()
+        except OSError:  # never hide the run's own error behind a cleanup problem
+            pass
+
+    def _discard(self) -> None:
         removed = [self._discard_wandb(logger) for logger in self.trainer.loggers]
         removed += [path for path in self.log_dirs if self._remove_new(path)]
         removed += [self.config_file] if self._remove_new(self.config_file) else []

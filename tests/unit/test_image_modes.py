@@ -111,3 +111,15 @@ def test_rgba_and_bilevel(tmp_path):
     bilevel.paste(1, (20, 0, 40, 30))
     out = stored(tmp_path, bilevel, "PNG", "bilevel")
     assert out.mode == "L" and out.getpixel((5, 5)) < 20 and out.getpixel((35, 5)) > 235
+
+
+def test_embedded_colour_profile_is_applied_then_dropped(tmp_path):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = Image.new("RGB", (40, 30), (200, 40, 40))
+    out = stored(tmp_path, source, "PNG", "profiled", icc_profile=srgb)
+    assert "icc_profile" not in out.info
+    assert out.convert("RGB").getpixel((20, 15)) == pytest.approx((200, 40, 40), abs=6)
+    broken = stored(tmp_path, source, "PNG", "broken", icc_profile=b"not a profile at all")
+    assert broken.convert("RGB").getpixel((20, 15)) == pytest.approx((200, 40, 40), abs=6)

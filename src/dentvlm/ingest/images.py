@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dentvlm.ingest.pixels import UnsupportedMode, to_8bit
+from dentvlm.ingest.pixels import UnsupportedMode, to_8bit, to_srgb
 from dentvlm.limits import MAX_SHARD_IMAGE_PIXELS
 
 # Reasons an image is rejected; they are the keys of the manifest's skip counts.
@@ -124,7 +124,7 @@ def prepare_image_bytes(data: bytes, policy: ImagePolicy, where: str) -> bytes:
         # Request the final size from the DCT decoder (JPEG only; draft keeps at least this many pixels).
         image.draft(image.mode if image.mode in ("L", "RGB") else None, _draft_size(image, policy.long_side))
         image.load()
-        upright = to_8bit(ImageOps.exif_transpose(image))
+        upright = to_8bit(to_srgb(ImageOps.exif_transpose(image)))
         size = target_size(upright.width, upright.height, policy.long_side)
         if upright.size != size:
             upright = upright.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)

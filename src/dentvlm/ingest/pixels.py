@@ -8,12 +8,24 @@ markers, detector defects) that would squeeze the whole anatomy into a handful o
 
 Transparency is composited over black: a radiograph's empty background is black, so transparent
 padding reads as background rather than as dense bone (white).
+
+An embedded colour profile (a camera's Adobe RGB or Display P3, a print CMYK profile) is applied, to
+sRGB, before the profile itself is dropped with the rest of the metadata, so colours stay as seen.
 """
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image
+
+try:
+    from PIL import ImageCms
+
+    _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+except (ImportError, OSError):  # Pillow built without littlecms: profiles are dropped unapplied
+    ImageCms = None
 
 WINDOW_PERCENTILES = (0.5, 99.5)
 GRAY_MODES = ("1", "L", "LA", "La", "I", "F")
@@ -45,6 +57,19 @@ def to_8bit(image: Image.Image) -> Image.Image:
         return image.convert("RGB")  # P, CMYK (Pillow undoes Adobe's inversion), YCbCr, RGBX, HSV
     except ValueError as exc:
         raise UnsupportedMode(f"image mode {mode!r} cannot be converted to RGB ({exc})") from None
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """`image` with its embedded ICC profile applied (RGB/RGBA/CMYK sources), or unchanged when it has
+    none or the profile is unreadable (untrusted bytes: never an error, the pixels are still usable)."""
+    icc = image.info.get("icc_profile")
+    if not icc or ImageCms is None or image.mode not in ("RGB", "RGBA", "CMYK"):
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
 
 
 def window(image: Image.Image) -> Image.Image:
