@@ -4,9 +4,13 @@ their flags."""
 
 from __future__ import annotations
 
+import difflib
+import os
 import sys
 
 from jsonargparse import CLI
+
+from dentvlm.cli_errors import ToolParser, debug_requested, is_expected, report
 
 TOOLS = ("synth", "shard", "tiny", "export")
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
@@ -25,29 +29,43 @@ model:
 
 Run `dentvlm COMMAND --help` for a command's options. Trainer commands take repeatable
 --config files, `--print_config`, and DENTVLM_<COMMAND>__<KEY> environment overrides
-(e.g. DENTVLM_FIT__TRAINER__MAX_EPOCHS=1; they override config files, flags override them)."""
+(e.g. DENTVLM_FIT__TRAINER__MAX_EPOCHS=1; they override config files, flags override them).
+Errors in input or settings print one line; --debug (or DENTVLM_DEBUG=1) shows their traceback."""
 
 
 def run_tool(argv: list[str]) -> None:
     """Run one of the non-training commands through jsonargparse (signature = flags)."""
     from dentvlm import commands
 
-    CLI({name: getattr(commands, name) for name in TOOLS}, args=argv, as_positional=True)
+    CLI({name: getattr(commands, name) for name in TOOLS}, args=argv, as_positional=True, parser_class=ToolParser,
+        prog="dentvlm")
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else list(argv)
+    """The `dentvlm` command; `argv` None reads sys.argv. Expected errors exit 1 with one line."""
+    debug, args = debug_requested(sys.argv[1:] if argv is None else list(argv), os.environ)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return
-    if args[0] in TOOLS:
-        run_tool(args)
-    elif args[0] in TRAINER_COMMANDS:
-        from dentvlm.trainer_cli import run_trainer_command
+    command = args[0]
+    if command not in TOOLS + TRAINER_COMMANDS:
+        close = difflib.get_close_matches(command, TOOLS + TRAINER_COMMANDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SystemExit(f"dentvlm: unknown command {command!r}{hint}; run `dentvlm --help` for the commands")
+    try:
+        if command in TOOLS:
+            run_tool(args)
+        else:
+            from dentvlm.trainer_cli import run_trainer_command
 
-        run_trainer_command(None if argv is None else args)
-    else:
-        raise SystemExit(f"dentvlm: unknown command {args[0]!r}\n\n{USAGE}")
+            if argv is None:  # LightningCLI reads sys.argv itself (and warns if given both)
+                sys.argv[1:] = args
+            run_trainer_command(None if argv is None else args)
+    except Exception as exc:
+        if debug or not is_expected(exc):
+            raise
+        report(command, exc)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@ jsonargparse turns each argument into a flag and each docstring line into its he
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from dentvlm.labels import DEFAULT_CLASSES
@@ -86,12 +89,27 @@ def shard(
         salt = secrets.token_hex(16)
         print("dentvlm shard: no --salt or $DENTVLM_SALT; using a random salt, so pseudonyms will differ "
               "from any other run", file=sys.stderr)
-    build_shards(
-        Path(source), Path(out), salt=salt, source_format=source_format, classes=classes, val=val, test=test,
-        seed=seed, policy=ImagePolicy(image_long_side, jpeg_quality, max_source_pixels),
-        max_count=max_count, max_bytes=max_bytes, strict=strict, workers=workers,
-        image_root=Path(image_root) if image_root else None, overwrite=overwrite,
-    )
+    with _sigterm_as_exit():  # a killed build removes its build folder and its image workers
+        build_shards(
+            Path(source), Path(out), salt=salt, source_format=source_format, classes=classes, val=val, test=test,
+            seed=seed, policy=ImagePolicy(image_long_side, jpeg_quality, max_source_pixels),
+            max_count=max_count, max_bytes=max_bytes, strict=strict, workers=workers,
+            image_root=Path(image_root) if image_root else None, overwrite=overwrite,
+        )
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM (``kill``, a scheduler's time limit) ends Python without running ``finally`` blocks;
+    raising SystemExit instead lets the command clean up after itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def tiny(out: str | None = None, seed: int = 0) -> None:
@@ -107,16 +125,17 @@ def tiny(out: str | None = None, seed: int = 0) -> None:
     print(f"dentvlm tiny: model folder {path}", file=sys.stderr)
 
 
-def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto") -> None:
+def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto", verify: bool = True) -> None:
     """Export a checkpoint as a peft adapter, or merged into the base model, loadable without dentvlm.
 
     Args:
         checkpoint: A checkpoint file (runs/.../checkpoints/last.ckpt) or its folder (.../last).
-        out: New folder to write.
+        out: New folder to write (appears only once the export is complete and checked).
         merge: Merge the adapter into the base weights (a plain transformers model folder).
         dtype: Dtype of the merged weights: auto (as the base model), float32, bfloat16 or float16.
+        verify: Load the export back before reporting success (an adapter loads onto the base model).
     """
     from dentvlm.export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, merge=merge, dtype=dtype)
+    path = export_checkpoint(checkpoint, out, merge=merge, dtype=dtype, verify=verify)
     print(f"dentvlm export: wrote {'merged model' if merge else 'adapter'} to {path}", file=sys.stderr)

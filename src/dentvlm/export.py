@@ -6,18 +6,26 @@
   ``modules_to_save``, so nothing trained is lost.
 - merged: the adapter folded into the base weights; load with
   ``AutoModelForImageTextToText.from_pretrained(folder)`` and ``AutoProcessor.from_pretrained(folder)``.
+
+The checkpoint folder is checked complete before anything is written, the export is written to a
+hidden folder beside `out`, loaded back (every weight accounted for), and only then renamed to `out`:
+a failed export leaves nothing that looks like a model.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from dentvlm.checkpointing import DESCRIPTION, sidecar_dir
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 CARRIED_FILES = ("labels.json", "config.yaml", DESCRIPTION)
+# Either name, depending on the transformers version that saved the processor (which must also load).
+PROCESSOR_FILES = (("processor_config.json", "preprocessor_config.json"),)
 
 
 def checkpoint_folder(checkpoint: str | Path) -> Path:
@@ -29,45 +37,173 @@ def checkpoint_folder(checkpoint: str | Path) -> Path:
     return folder
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = False, dtype: str = "auto") -> Path:
-    """Write the adapter (or, with `merge`, the merged model) of `checkpoint` to `out`."""
+def check_checkpoint_folder(folder: Path) -> dict:
+    """The folder's description, after checking every file an export needs is there and readable.
+
+    Raises:
+        FileNotFoundError: files are missing (named).
+        ValueError: the description or a weights file is unreadable.
+    """
+    try:
+        description = json.loads((folder / DESCRIPTION).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{folder / DESCRIPTION}: not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(description, dict) or description.get("finetune") not in ("lora", "full") \
+            or not isinstance(description.get("base_model"), str):
+        raise ValueError(f"{folder / DESCRIPTION}: needs 'finetune' (lora or full) and 'base_model'")
+    weights = list(ADAPTER_FILES) if description["finetune"] == "lora" else ["config.json", _full_weights(folder)]
+    missing = [name for name in weights if not (folder / name).is_file()]
+    missing += [" or ".join(names) for names in PROCESSOR_FILES if not any((folder / n).is_file() for n in names)]
+    if missing:
+        raise FileNotFoundError(f"{folder}: incomplete checkpoint folder, missing {', '.join(missing)}; export the "
+                                "folder of a checkpoint that finished saving (e.g. checkpoints/last)")
+    for path in sorted(folder.glob("*.safetensors")):
+        _check_safetensors(path)
+    _check_processor(folder)
+    return description
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = False, dtype: str = "auto",
+                      verify: bool = True) -> Path:
+    """Write the adapter (or, with `merge`, the merged model) of `checkpoint` to `out`.
+
+    Args:
+        verify: Load the written folder back (with the base model for an adapter) and check every
+            weight arrived, before `out` appears.
+    """
     from transformers import AutoProcessor
 
+    from dentvlm.model.build import resolve_model_path
+
     folder = checkpoint_folder(checkpoint)
-    description = json.loads((folder / DESCRIPTION).read_text())
+    description = check_checkpoint_folder(folder)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: not empty; choose a new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    processor = AutoProcessor.from_pretrained(folder)
-    if description["finetune"] == "full" or not merge:
-        _copy_trained_files(folder, out, description)
-    else:
-        merged = merged_model(folder, description["base_model"], dtype)
-        merged.save_pretrained(out)
-    processor.save_pretrained(out)
-    for name in CARRIED_FILES:
-        if (folder / name).is_file():
-            shutil.copy2(folder / name, out / name)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out}: exists and is not an empty folder; choose a new folder")
+    adapter = description["finetune"] == "lora"
+    if adapter and (merge or verify):
+        resolve_model_path(description["base_model"])  # the base model must be there to merge or load onto
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.absolute().parent))
+    try:
+        if adapter and merge:
+            merged = merged_model(folder, description["base_model"], dtype)
+            merged.save_pretrained(staging)
+            del merged
+            gc.collect()
+        else:
+            _copy_trained_files(folder, staging, adapter)
+        AutoProcessor.from_pretrained(folder).save_pretrained(staging)  # loads: checked above
+        for name in CARRIED_FILES:
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, staging / name)
+        if verify:
+            verify_export(staging, description["base_model"] if adapter and not merge else None)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
 def merged_model(folder: Path, base_model: str, dtype: str = "auto"):
     """The base model with the folder's adapter merged in (a plain transformers model)."""
+    from dentvlm.model.build import load_vlm
+
+    return load_adapter(load_vlm(base_model, dtype=dtype), folder).merge_and_unload()
+
+
+def load_adapter(base, folder: Path):
+    """`PeftModel.from_pretrained(base, folder)`, checking every saved adapter tensor was loaded (peft
+    only warns about keys that match no module, and would export or merge without them).
+
+    Raises:
+        ValueError: saved tensors that the model has no place for, or that did not load.
+    """
+    import torch
     from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    try:
+        model = PeftModel.from_pretrained(base, folder)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"{folder}: adapter does not fit the base model ({str(exc).splitlines()[0]})") from None
+    saved = load_file(folder / "adapter_model.safetensors")
+    loaded = get_peft_model_state_dict(model)
+    missing = sorted(set(saved) - set(loaded))
+    different = sorted(k for k in set(saved) & set(loaded)
+                       if not torch.equal(saved[k].to(loaded[k].dtype), loaded[k].detach().cpu()))
+    if missing or different:
+        raise ValueError(f"{folder / 'adapter_model.safetensors'}: {len(missing) + len(different)} of {len(saved)} "
+                         f"tensors do not load into the base model (e.g. {(missing + different)[:2]}); was it "
+                         "trained on another base model?")
+    return model
+
+
+def verify_export(folder: Path, base_model: str | None) -> None:
+    """Load an export as its users will, and check every saved weight was loaded.
+
+    Args:
+        base_model: The base model folder for an adapter export; None for a full model folder.
+
+    Raises:
+        ValueError: the folder does not load, or weights are missing, unexpected or of the wrong shape.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from dentvlm.model.build import load_vlm
 
-    base = load_vlm(base_model, dtype=dtype)
-    return PeftModel.from_pretrained(base, folder).merge_and_unload()
+    problems = {}
+    try:
+        AutoProcessor.from_pretrained(folder)
+        if base_model is None:
+            model, info = AutoModelForImageTextToText.from_pretrained(folder, output_loading_info=True)
+            problems = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+        else:
+            model = load_adapter(load_vlm(base_model), folder)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"export check failed: the written folder does not load ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    del model
+    gc.collect()
+    if problems:
+        detail = "; ".join(f"{k}: {list(v)[:3]}" for k, v in problems.items())
+        raise ValueError(f"export check failed: weights did not load ({detail})")
 
 
-def _copy_trained_files(folder: Path, out: Path, description: dict) -> None:
-    if description["finetune"] == "full":
-        names = [p.name for p in folder.iterdir() if p.suffix == ".safetensors" or p.name.startswith("model.")]
-        names += ["config.json", "generation_config.json"]
-    else:
+def _full_weights(folder: Path) -> str:
+    index = "model.safetensors.index.json"
+    return index if (folder / index).is_file() else "model.safetensors"
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if not list(handle.keys()):
+                raise ValueError("no tensors")
+    except Exception as exc:  # noqa: BLE001 (safetensors raises its own SafetensorError for a damaged file)
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _check_processor(folder: Path) -> None:
+    from transformers import AutoProcessor
+
+    try:
+        AutoProcessor.from_pretrained(folder)
+    except Exception as exc:  # noqa: BLE001 (tokenizer libraries raise many kinds for missing/damaged files)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{folder}: the processor (tokenizer, image processor) does not load ({first})") from None
+
+
+def _copy_trained_files(folder: Path, out: Path, adapter: bool) -> None:
+    if adapter:
         names = list(ADAPTER_FILES)
+    else:
+        names = [p.name for p in folder.iterdir() if p.suffix == ".safetensors" or p.name.startswith("model.")]
+        names += [n for n in ("config.json", "generation_config.json") if (folder / n).is_file()]
     for name in names:
-        if (folder / name).is_file():
-            shutil.copy2(folder / name, out / name)
+        shutil.copy2(folder / name, out / name)

@@ -1,8 +1,9 @@
 """`dentvlm shard`: a source (COde release or ShareGPT JSON) -> split WebDataset shards + manifest.json.
 
 Flow: read every entry's text (cheap) -> patient-level split -> prepare images on all cores
-(ordered, so output is deterministic) -> write size-bounded shards per split -> manifest last,
-written atomically: a folder with a manifest is complete.
+(ordered, so output is deterministic) -> write size-bounded, checksummed shards per split into a
+build folder beside `out` -> manifest last -> swap into `out` (see `dentvlm.shard_folder`): a folder
+with a manifest is complete, and a failed build leaves the old one as it was.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -20,17 +22,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dentvlm.data.shards import PARTIAL_SUFFIX, ShardWriter
+from dentvlm.data.shards import PARTIAL_SUFFIX, SampleRejected, ShardWriter
 from dentvlm.data.split import SPLITS, patient_split
 from dentvlm.ingest.code_release import read_code_release
 from dentvlm.ingest.common import IngestError, Skip, SourceItem
 from dentvlm.ingest.images import ImagePolicy, prepare_images
 from dentvlm.ingest.sharegpt import read_sharegpt
 from dentvlm.labels import DEFAULT_CLASSES, LabelParser
+from dentvlm.processes import die_with_parent
 from dentvlm.records import MODALITIES
+from dentvlm.shard_folder import MANIFEST, BuildFolder, listed_shards
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 2: records say whether they are labelled (the multi-label "none" answer)
+# 2: per-shard sha256 (checked by the reader with the sample count), and records that say whether
+# they are labelled (the multi-label "none" answer); version 1 shards lack both.
+FORMAT_VERSION = 2
 IMAGE_FAILED_IN_CONVERSATION = "image_failed_in_conversation"
 
 
@@ -68,6 +73,7 @@ def build_shards(
     Bad entries raise `IngestError` under `strict`, else they are skipped and counted by reason.
     """
     parser = LabelParser(classes)
+    folder = BuildFolder(out, overwrite)  # checks `out` before any work
     items_iter, description = read_source(source, source_format, salt, parser, image_root)
     skipped_checkups: Counter = Counter()
     items: list[SourceItem] = []
@@ -79,7 +85,6 @@ def build_shards(
     if not items:
         raise IngestError(f"{source}: no usable checkups ({dict(skipped_checkups)} skipped)")
 
-    _prepare_out_dir(out, overwrite)
     splits = patient_split([i.checkup.patient for i in items],
                            [[c for c in i.checkup.labels if c in parser.classes] for i in items], val, test, seed)
     by_split = {name: [i for i, s in zip(items, splits) if s == name] for name in SPLITS}
@@ -88,28 +93,29 @@ def build_shards(
 
     skipped_images: Counter = Counter()
     summary = {}
-    with _image_pool(workers) as pool_map:
+    with folder as build, _image_pool(workers) as pool_map:
         for name in SPLITS:
-            writer = ShardWriter(out, name, max_count, max_bytes)
+            writer = ShardWriter(build, name, max_count, max_bytes)
             stats = _write_split(by_split[name], writer, pool_map, policy, parser.classes, strict,
                                  skipped_checkups, skipped_images, progress, name)
             summary[name] = {**stats, "shards": [asdict(info) for info in writer.close()]}
 
-    manifest = {
-        "format": "dentvlm-shards",
-        "version": FORMAT_VERSION,
-        "source": description,
-        "classes": list(parser.classes),
-        "settings": {
-            "seed": seed, "val": val, "test": test, "strict": strict,
-            "image_long_side": policy.long_side, "jpeg_quality": policy.jpeg_quality,
-            "max_source_pixels": policy.max_source_pixels, "max_count": max_count, "max_bytes": max_bytes,
-        },
-        "splits": summary,
-        "skipped": {"checkups": dict(sorted(skipped_checkups.items())),
-                    "images": dict(sorted(skipped_images.items()))},
-    }
-    _write_json_atomic(out / MANIFEST, manifest)
+        manifest = {
+            "format": "dentvlm-shards",
+            "version": FORMAT_VERSION,
+            "source": description,
+            "classes": list(parser.classes),
+            "settings": {
+                "seed": seed, "val": val, "test": test, "strict": strict,
+                "image_long_side": policy.long_side, "jpeg_quality": policy.jpeg_quality,
+                "max_source_pixels": policy.max_source_pixels, "max_count": max_count, "max_bytes": max_bytes,
+            },
+            "splits": summary,
+            "skipped": {"checkups": dict(sorted(skipped_checkups.items())),
+                        "images": dict(sorted(skipped_images.items()))},
+        }
+        _write_json_atomic(build / MANIFEST, manifest)
+        folder.publish()
     print(summary_line(manifest), file=sys.stderr)
     return manifest
 
@@ -119,31 +125,22 @@ def _write_split(items, writer, pool_map, policy, classes, strict, skipped_check
     patients, labels, images, tasks = set(), Counter(), Counter(), Counter()
     written = 0
     jobs = ((i.image_paths, policy) for i in items)
-    bar = tqdm(total=len(items), desc=f"shard {name}", unit="checkup", disable=not progress or not items)
-    for item, results in zip(items, pool_map(prepare_images, jobs)):
-        bar.update()
-        checkup, kept = item.checkup, []
-        modalities = []
-        for modality, result in zip(checkup.modalities, results):
-            if isinstance(result, tuple):
-                reason, message = result
-                _skip(Skip(reason, f"{item.where}: {message}"), skipped_images, strict)
+    # The bar only on a terminal (disable=None): in a log file its redraws are noise, and the summary
+    # line says what happened.
+    bar = tqdm(total=len(items), desc=f"shard {name}", unit="checkup", disable=None if progress and items else True)
+    try:
+        for item, results in zip(items, pool_map(prepare_images, jobs)):
+            bar.update()
+            variants = _write_item(item, results, writer, classes, strict, skipped_checkups, skipped_images)
+            if variants is None:
                 continue
-            kept.append(result)
-            modalities.append(modality)
-        if checkup.conversation is not None and len(kept) < len(results):
-            # A conversation's <image> placeholders point at fixed positions: it cannot lose one.
-            skipped_checkups[IMAGE_FAILED_IN_CONVERSATION] += 1
-            continue
-        checkup.modalities = modalities
-        variants = checkup.tasks(classes)
-        writer.write(checkup, kept, variants)
-        written += 1
-        patients.add(checkup.patient)
-        labels.update(c for c in checkup.labels if c in classes)
-        images.update(modalities)
-        tasks.update(variants)
-    bar.close()
+            written += 1
+            patients.add(item.checkup.patient)
+            labels.update(c for c in item.checkup.labels if c in classes)
+            images.update(item.checkup.modalities)
+            tasks.update(variants)
+    finally:
+        bar.close()  # ends the bar's line before any error message
     return {
         "checkups": written,
         "patients": len(patients),
@@ -151,6 +148,30 @@ def _write_split(items, writer, pool_map, policy, classes, strict, skipped_check
         "labels": {c: labels[c] for c in classes},
         "tasks": dict(sorted(tasks.items())),
     }
+
+
+def _write_item(item, results, writer, classes, strict, skipped_checkups, skipped_images) -> set[str] | None:
+    """Write one checkup with its prepared images; its task variants, or None when it was skipped."""
+    checkup, kept, modalities = item.checkup, [], []
+    for modality, result in zip(checkup.modalities, results):
+        if isinstance(result, tuple):
+            reason, message = result
+            _skip(Skip(reason, f"{item.where}: {message}"), skipped_images, strict)
+            continue
+        kept.append(result)
+        modalities.append(modality)
+    if checkup.conversation is not None and len(kept) < len(results):
+        # A conversation's <image> placeholders point at fixed positions: it cannot lose one.
+        skipped_checkups[IMAGE_FAILED_IN_CONVERSATION] += 1
+        return None
+    checkup.modalities = modalities
+    variants = checkup.tasks(classes)
+    try:
+        writer.write(checkup, kept, variants)
+    except SampleRejected as exc:  # the reader would refuse it: a skip now, not a crash in training
+        _skip(Skip(exc.reason, f"{item.where}: {exc}"), skipped_checkups, strict)
+        return None
+    return variants
 
 
 class _image_pool:
@@ -165,7 +186,8 @@ class _image_pool:
             return map
         # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy broken.
         # Workers import only dentvlm.ingest.images (PIL), so they start in well under a second.
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        self._executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                             initializer=die_with_parent, initargs=(os.getpid(),))
         return lambda fn, jobs: self._executor.map(fn, jobs, chunksize=4)
 
     def __exit__(self, *exc_info):
@@ -177,18 +199,6 @@ def _skip(skip: Skip, counter: Counter, strict: bool) -> None:
     if strict:
         raise IngestError(f"{skip.message} [{skip.reason}; run without --strict to skip and count]")
     counter[skip.reason] += 1
-
-
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    ours = [p for p in out.iterdir() if p.suffix == ".tar" or p.name.endswith(PARTIAL_SUFFIX) or p.name == MANIFEST]
-    others = [p.name for p in out.iterdir() if p not in ours and p.name != "README.md"]
-    if others:
-        raise IngestError(f"{out}: not a shard folder (holds {others[:5]}); choose an empty or new folder")
-    if ours and not overwrite:
-        raise IngestError(f"{out}: already holds shards; pass --overwrite to replace them")
-    for path in ours:  # manifest first: a folder without one is never taken for complete
-        path.unlink()
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -214,11 +224,45 @@ def _reasons(counter: dict[str, int]) -> str:
 
 
 def load_manifest(shard_dir: Path) -> dict:
-    """Read and sanity-check a shard folder's manifest."""
+    """Read and check a shard folder's manifest (untrusted: every field the readers use is checked).
+
+    Raises:
+        FileNotFoundError: no manifest.
+        ValueError: not a current dentvlm manifest (older versions: rebuild), or malformed.
+    """
     path = Path(shard_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{shard_dir}: no {MANIFEST}; build shards with `dentvlm shard` first")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != "dentvlm-shards" or manifest.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: not a dentvlm v{FORMAT_VERSION} shard manifest")
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: not a readable manifest ({type(exc).__name__}: {exc})"[:400]) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "dentvlm-shards":
+        raise ValueError(f"{path}: not a dentvlm shard manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: shard format version {manifest.get('version')!r}, this dentvlm reads version "
+                         f"{FORMAT_VERSION}; rebuild the shards with `dentvlm shard ... --overwrite true`")
+    _check_manifest(manifest, path)
     return manifest
+
+
+def _check_manifest(manifest: dict, path: Path) -> None:
+    listed_shards(manifest, str(path))
+    classes = manifest.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"{path}: 'classes' must be a list of names")
+    for split, info in manifest["splits"].items():
+        tasks = info.get("tasks") if isinstance(info, dict) else None
+        if not isinstance(tasks, dict) or not all(_count(v) for v in tasks.values()):
+            raise ValueError(f"{path}: split {split!r} has no valid task counts")
+        for shard in info["shards"]:
+            where = f"{path}: shard {shard['file']}"
+            if not _count(shard.get("samples")) or not isinstance(shard.get("tasks"), dict) \
+                    or not all(_count(v) for v in shard["tasks"].values()):
+                raise ValueError(f"{where}: sample and task counts must be whole numbers")
+            if not isinstance(shard.get("sha256"), str) or not re.fullmatch(r"[0-9a-f]{64}", shard["sha256"]):
+                raise ValueError(f"{where}: no valid sha256")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

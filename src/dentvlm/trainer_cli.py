@@ -6,7 +6,23 @@ from __future__ import annotations
 import os
 import sys
 
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from dentvlm.cli_errors import ShortUsageErrors
+from dentvlm.processes import children_die_with_this_process
+from dentvlm.run_folder import FailedRunCleanup, check_before_run, derive_run_paths
+
+
+class DentArgumentParser(ShortUsageErrors, LightningArgumentParser):
+    """Lightning's parser with short usage errors, "did you mean" for misspelled keys, and output
+    folders derived from trainer.default_root_dir before the config is validated (a CSVLogger
+    requires its save_dir)."""
+
+    def validate(self, namespace, *args, **kwargs) -> None:
+        for config in [namespace, *(namespace.get(name) for name in ("fit", "validate", "test", "predict"))]:
+            if hasattr(config, "get") and config.get("trainer") is not None:
+                derive_run_paths(config)
+        super().validate(namespace, *args, **kwargs)
 
 
 class LogConfig(SaveConfigCallback):
@@ -22,15 +38,17 @@ class LogConfig(SaveConfigCallback):
 
 class DentCLI(LightningCLI):
     """LightningCLI with dentvlm's wiring: the data's processor follows the model path; the metric
-    callbacks, the W&B prediction table and the results writer are always there, each with its own
-    config section (classification_metrics, report_metrics, prediction_table, results); `test` also
-    evaluates the baselines into the same results folder."""
+    callbacks, the W&B prediction table, the results writer and plain-line progress are always there,
+    each with its own config section (classification_metrics, report_metrics, prediction_table,
+    results, progress); `test` also evaluates the baselines into the same results folder. Output
+    folders follow trainer.default_root_dir (see `dentvlm.run_folder`)."""
 
     def add_arguments_to_parser(self, parser) -> None:
         from dentvlm.data.monitor import DataMonitor
         from dentvlm.evaluation.results import ResultsWriter
         from dentvlm.evaluation.tables import PredictionTable
         from dentvlm.metrics.callbacks import ClassificationMetrics, ReportMetrics
+        from dentvlm.progress import LineProgress
 
         parser.link_arguments("model.model_path", "data.processor_path")
         parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")
@@ -40,12 +58,26 @@ class DentCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionTable, "prediction_table")
         parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(DataMonitor, "data_monitor")
+        parser.add_lightning_class_args(LineProgress, "progress")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning replaces the parsed model settings with those saved in a --ckpt_path checkpoint,
         after parsing, so `dentvlm test --ckpt_path last --model.max_new_tokens 512` would silently
         generate with the training run's settings. dentvlm keeps what the config and flags say; a
         checkpoint made with other fine-tuning settings is refused when loading (missing weights)."""
+
+    def after_instantiate_classes(self) -> None:
+        # Before the model is built or a logger writes anything.
+        check_before_run(self.subcommand, self.config[self.subcommand].get("ckpt_path"), self.trainer,
+                         self.datamodule, self.model)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        cleanup = FailedRunCleanup(self.trainer)
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            cleanup.discard()
+            raise
 
     def _results_writer(self):
         from dentvlm.evaluation.results import ResultsWriter
@@ -87,6 +119,7 @@ def run_trainer_command(argv: list[str] | None) -> DentCLI:
     from dentvlm.data.datamodule import DentDataModule
     from dentvlm.model.module import DentVLM
 
+    children_die_with_this_process()  # DataLoader workers must not outlive a killed run
     if argv is None:  # a console script: LightningCLI reads sys.argv itself (and warns if given both)
         sys.argv[1:] = with_environment_overrides(sys.argv[1:], dict(os.environ))
     else:
@@ -95,7 +128,8 @@ def run_trainer_command(argv: list[str] | None) -> DentCLI:
         DentVLM,
         DentDataModule,
         args=argv,
-        parser_kwargs={"env_prefix": "DENTVLM"},
+        parser_kwargs={"env_prefix": "DENTVLM", "prog": "dentvlm"},
+        parser_class=DentArgumentParser,
         save_config_callback=LogConfig,
         save_config_kwargs={"overwrite": True},
     )

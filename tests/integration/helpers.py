@@ -12,3 +12,10 @@ class StopAfterSteps(L.Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step >= self.steps:
             trainer.should_stop = True
+
+
+class FailOnTrainStart(L.Callback):
+    """Raises an expected error after the loggers have started and before the first batch."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        raise ValueError("planted failure before the first batch")

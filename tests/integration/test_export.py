@@ -78,6 +78,12 @@ def test_export_loads_without_dentvlm_and_matches(trained_run, reference, kind):
         assert not torch.equal(merged[key], base[key])
 
 
-def test_export_refuses_a_non_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint folder with dentvlm.json"):
+def test_export_refuses_a_non_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
         main(["export", str(tmp_path / "nothing.ckpt"), str(tmp_path / "out")])
+    assert info.value.code == 1
+    assert "dentvlm export: error: " in capsys.readouterr().err
+    from dentvlm.export import export_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint folder with dentvlm.json"):
+        export_checkpoint(tmp_path / "nothing.ckpt", tmp_path / "out")

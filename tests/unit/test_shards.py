@@ -103,3 +103,27 @@ def test_decode_image_checks_format_and_bounds():
         decode_image(png.getvalue(), "shard x image 0")
     with pytest.raises(ValueError, match="bad image in shard"):
         decode_image(b"garbage", "w")
+
+
+def test_deeply_nested_record_is_a_clear_error(tmp_path):
+    shard = tmp_path / "deep.tar"
+    nested = b'{"key": "k0", "info": ' + b"[" * 1_000_000 + b"]" * 1_000_000 + b"}"  # under the size limit
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "k0.json", nested)
+    with pytest.raises(ValueError, match=r"deep.tar sample 'k0': record nested too deeply"):
+        list(iter_shard(shard))
+
+
+def test_oversized_members_are_refused_before_they_are_read(tmp_path):
+    shard = tmp_path / "big.tar"
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "k0.json", b"{" + b" " * 4_000_001 + b"}")
+    with pytest.raises(ValueError, match=r"big.tar sample 'k0': member 'json' is 4,000,003 bytes, over the limit"):
+        list(iter_shard(shard))
+
+
+def test_unreadable_tar_is_named(tmp_path):
+    shard = tmp_path / "junk.tar"
+    shard.write_bytes(b"this is not a tar file at all" * 40)
+    with pytest.raises(ValueError, match=r"junk.tar: not a readable shard"):
+        list(iter_shard(shard))

@@ -238,7 +238,7 @@ class DentDataModule(L.LightningDataModule):
         if split not in self.manifest["splits"]:
             raise ValueError(f"{self.shard_dir}: manifest has no split {split!r}")
         shards = [
-            ShardRef(str(self.shard_dir / s["file"]), s["tasks"].get(variant, 0))
+            ShardRef(str(self.shard_dir / s["file"]), s["tasks"].get(variant, 0), s["samples"], s["sha256"])
             for s in self.manifest["splits"][split]["shards"]
         ]
         demonstrations = self.demonstrations(task) if self.few_shot and not training else None

@@ -61,8 +61,8 @@ class DataMonitor(L.Callback):
         split = datamodule.split_size(datamodule.hparams.train_split, datamodule.task)
         if dropped > self.max_drop_fraction * split:
             hp = datamodule.hparams
-            raise RuntimeError(
-                f"dentvlm: {dropped} of {split} training samples dropped this epoch so far "
+            raise ValueError(  # bad data or settings: one line from the CLI
+                f"{dropped} of {split} training samples dropped this epoch so far "
                 f"({100 * dropped / max(1, split):.1f}%), over data_monitor.max_drop_fraction="
                 f"{self.max_drop_fraction}: they do not fit data.cutoff_len={hp.cutoff_len} even with their images "
                 f"at data.min_pixels={hp.min_pixels}; raise cutoff_len, or lower max_images or min_pixels"

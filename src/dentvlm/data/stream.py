@@ -32,10 +32,13 @@ PADDING_POOL = 64
 
 @dataclass(frozen=True)
 class ShardRef:
-    """A shard file and how many of its samples serve the stream's task."""
+    """A shard file and how many of its samples serve the stream's task; with the manifest's sample
+    count and checksum, reading the shard to its end verifies both."""
 
     path: str
     eligible: int
+    samples: int | None = None
+    sha256: str | None = None
 
 
 class CheckupStream(IterableDataset):
@@ -135,12 +138,12 @@ class CheckupStream(IterableDataset):
         total = self.total_workers
         if self._deal_shards():
             for shard in self._shard_order()[worker::total]:
-                yield from (s for s in iter_shard(shard.path) if self.eligible(s))
+                yield from (s for s in iter_shard(shard.path, shard.samples, shard.sha256) if self.eligible(s))
             return
         index = 0
         for shard in self._shard_order():
             found = 0
-            for sample in iter_shard(shard.path):
+            for sample in iter_shard(shard.path, shard.samples, shard.sha256):
                 if not self.eligible(sample):
                     continue
                 found += 1
@@ -148,8 +151,8 @@ class CheckupStream(IterableDataset):
                     yield sample
                 index += 1
             if found != shard.eligible:
-                raise RuntimeError(f"{shard.path}: holds {found} eligible samples, the manifest says "
-                                   f"{shard.eligible}; rebuild the shards or their manifest")
+                raise ValueError(f"{shard.path}: holds {found} eligible samples, the manifest says "
+                                 f"{shard.eligible}; rebuild the shards or their manifest")
 
     def _padded(self, own: Iterator[ShardSample], length: int, worker: int) -> Iterator[Any]:
         """`length` examples: the worker's own, then padding rows. A dropped sample (make_example
@@ -172,8 +175,8 @@ class CheckupStream(IterableDataset):
         for sample in pool.draw(length - count):
             example = self.make_example(sample, True)
             if example is None:
-                raise RuntimeError(f"worker {worker}: no sample of this split can be encoded to pad with "
-                                   "(all over the cutoff length?)")
+                raise ValueError(f"worker {worker}: no sample of this split can be encoded to pad with "
+                                 "(all over the cutoff length?)")
             example.dropped_before, dropped = dropped, 0
             yield example
 
@@ -182,7 +185,7 @@ class CheckupStream(IterableDataset):
         target = worker % self.total_eligible
         index = 0
         for shard in self._shard_order():
-            for sample in iter_shard(shard.path):
+            for sample in iter_shard(shard.path, shard.samples, shard.sha256):
                 if self.eligible(sample):
                     if index == target:
                         return sample

@@ -32,7 +32,8 @@ class ResultsWriter(L.Callback):
     """Writes the results folder after each test run.
 
     Args:
-        out_dir: The results folder (created; files in it are replaced).
+        out_dir: The results folder (created; files in it are replaced; default: ``results`` in the
+            run folder, trainer.default_root_dir).
         baselines: Extra variants `dentvlm test` evaluates after a fine-tuned checkpoint, in the same
             tables: "base" (the adapter switched off, zero-shot) and "base_few_shot" (the base model
             with `few_shot` training examples in the prompt).
@@ -41,13 +42,14 @@ class ResultsWriter(L.Callback):
         seed: Seed of the bootstrap.
     """
 
-    def __init__(self, out_dir: str = "results",
+    def __init__(self, out_dir: str | None = None,
                  baselines: list[str] = list(BASELINES),  # noqa: B006 (a YAML default; copied below)
                  few_shot: int = 2, bootstrap: int = 1000, seed: int = 0):
         bad = [b for b in baselines if b not in BASELINES]
         if bad:
             raise ValueError(f"results.baselines: unknown {bad}; choose from {BASELINES}")
-        self.out_dir, self.baselines, self.few_shot = Path(out_dir), list(baselines), few_shot
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.baselines, self.few_shot = list(baselines), few_shot
         self.bootstrap, self.seed = bootstrap, seed
         self.variant = "model"
         self.variants: dict[str, dict] = {}
@@ -55,6 +57,8 @@ class ResultsWriter(L.Callback):
 
     def on_test_start(self, trainer, pl_module) -> None:
         self._predictions = []
+        if self.out_dir is None:
+            self.out_dir = Path(trainer.default_root_dir) / "results"
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if isinstance(outputs, dict):

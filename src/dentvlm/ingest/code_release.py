@@ -19,6 +19,7 @@ from dentvlm.ingest.common import (
     DUPLICATE,
     EMPTY_DIAGNOSIS,
     IMAGE_OUTSIDE_SOURCE,
+    MALFORMED_ROW,
     NON_UTF8,
     UNRECOGNISED_DIAGNOSIS,
     IngestError,
@@ -75,15 +76,21 @@ def locate_release(path: Path) -> CodeRelease:
     raise IngestError(f"{path}: no {CSV_NAME} found (looked at {', '.join(map(str, candidates))})")
 
 
-def map_columns(header: list[str], csv_path: Path) -> dict[str, str]:
-    """Canonical name -> header column; raises naming missing required columns and near misses."""
-    by_key = {_column_key(name): name for name in header}
+def map_columns(header: list[str], csv_path: Path) -> dict[str, int]:
+    """Canonical name -> header position. Raises naming missing required columns (with near misses)
+    and columns that would fill the same field (a repeated name, or two spellings of one column such
+    as ``patient_id`` and ``Patient ID``): picking one silently could read the wrong one."""
+    positions: dict[str, list[int]] = {}
+    for index, name in enumerate(header):
+        positions.setdefault(_column_key(name), []).append(index)
     mapping = {}
     for canonical, aliases in ALIASES.items():
-        for key in (canonical, *aliases):
-            if key in by_key:
-                mapping[canonical] = by_key[key]
-                break
+        found = [index for key in (canonical, *aliases) for index in positions.get(key, [])]
+        if len(found) > 1:
+            names = ", ".join(f"{header[i]!r} (column {i + 1})" for i in found)
+            raise IngestError(f"{csv_path}: columns {names} all fill {canonical!r}; keep one of them")
+        if found:
+            mapping[canonical] = found[0]
     missing = [name for name in REQUIRED if name not in mapping]
     if missing:
         hints = []
@@ -97,44 +104,61 @@ def map_columns(header: list[str], csv_path: Path) -> dict[str, str]:
 def read_code_release(path: Path, salt: str, parser: LabelParser) -> tuple[Iterator[SourceItem | Skip], dict]:
     """Open a release and return (items, source description for the manifest).
 
-    The CSV is parsed eagerly (it is small next to the images); items are yielded in file order.
+    Cells are matched to columns by position, never by name lookup, so a repeated header name cannot
+    make one column shadow another; rows whose cell count differs from the header's are skipped.
     """
     release = locate_release(path)
     raw = release.csv_path.read_bytes()
     # surrogateescape keeps going past bad bytes so the row that holds them can be named and skipped.
     text = raw.decode("utf-8-sig", errors="surrogateescape")
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = list(reader.fieldnames or [])
-    if not header:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        raise IngestError(f"{release.csv_path} line 1: not a readable CSV header ({exc})") from None
+    if not any(name.strip() for name in header):
         raise IngestError(f"{release.csv_path}: empty file, expected a header row")
     columns = map_columns(header, release.csv_path)
+    used = {header[i] for i in columns.values()}
     description = {
         "kind": "code_release",
         "name": release.csv_path.name,
-        "columns_used": sorted(columns.values()),
-        "columns_ignored": sorted(set(header) - set(columns.values())),
+        "columns_used": sorted(used),
+        "columns_ignored": sorted(set(header) - used),
         "patient_grouping": True,
     }
-    return _rows(reader, columns, release, salt, parser), description
+    return _rows(reader, header, columns, release, salt, parser), description
 
 
-def _rows(reader, columns, release: CodeRelease, salt: str, parser: LabelParser) -> Iterator[SourceItem | Skip]:
+def _rows(reader, header, columns, release: CodeRelease, salt: str, parser: LabelParser
+          ) -> Iterator[SourceItem | Skip]:
     seen: set[str] = set()
-    for row_number, row in enumerate(reader, start=1):
-        where = f"{release.csv_path.name} row {row_number} (line {reader.line_num})"
-        if None in row:  # more cells than header columns: the row is misaligned, its fields unreliable
-            yield Skip(NON_UTF8 if has_undecodable_bytes(str(row[None])) else "malformed_row",
-                       f"{where}: {len(row[None])} more cells than header columns")
+    row_number = 0
+    while True:
+        try:
+            cells = next(reader, None)
+        except csv.Error as exc:  # a NUL byte, a cell over the size limit: the rest cannot be trusted
+            raise IngestError(f"{release.csv_path} line {reader.line_num}: unreadable CSV ({exc})") from None
+        if cells is None:
+            return
+        if not cells:  # a blank line is not a row
             continue
-        yield _row_to_item(row, columns, release, salt, parser, where, seen)
+        row_number += 1
+        where = f"{release.csv_path.name} row {row_number} (line {reader.line_num})"
+        if len(cells) != len(header):  # misaligned: which cell belongs to which column is unknown
+            extra = " ".join(cells[len(header):])
+            reason = NON_UTF8 if has_undecodable_bytes(extra) else MALFORMED_ROW
+            yield Skip(reason, f"{where}: {len(cells)} cells, the header has {len(header)} columns")
+            continue
+        yield _row_to_item(cells, header, columns, release, salt, parser, where, seen)
 
 
-def _row_to_item(row, columns, release, salt, parser, where, seen) -> SourceItem | Skip:
+def _row_to_item(cells, header, columns, release, salt, parser, where, seen) -> SourceItem | Skip:
     def cell(name: str) -> str:
-        return clean_text(row.get(columns[name]) or "") if name in columns else ""
+        return clean_text(cells[columns[name]]) if name in columns else ""
 
-    bad = [columns[n] for n in columns if has_undecodable_bytes(row.get(columns[n]) or "")]
+    bad = [header[i] for i in columns.values() if has_undecodable_bytes(cells[i])]
     if bad:
         return Skip(NON_UTF8, f"{where}: column(s) {bad} hold bytes that are not UTF-8")
     checkup_id, patient_id = cell("checkup_id"), cell("patient_id")
@@ -145,10 +169,10 @@ def _row_to_item(row, columns, release, salt, parser, where, seen) -> SourceItem
     seen.add(checkup_id)
     anomalies = cell("anomalies_en")
     if not anomalies:
-        return Skip(EMPTY_DIAGNOSIS, f"{where}: empty {columns['anomalies_en']!r}")
+        return Skip(EMPTY_DIAGNOSIS, f"{where}: empty {header[columns['anomalies_en']]!r}")
     labels = parser.find_all(anomalies)
     if not labels and not parser.says_no_finding(anomalies):
-        return Skip(UNRECOGNISED_DIAGNOSIS, f"{where}: no known condition in {columns['anomalies_en']!r}")
+        return Skip(UNRECOGNISED_DIAGNOSIS, f"{where}: no known condition in {header[columns['anomalies_en']]!r}")
     paths, modalities = [], []
     for column, folder, modality in (
         ("photographs", release.photo_dir, "photograph"),

@@ -15,6 +15,7 @@ NON_UTF8 = "non_utf8_text"
 DUPLICATE = "duplicate_checkup"
 IMAGE_COUNT_MISMATCH = "image_count_mismatch"
 BAD_ENTRY = "bad_entry"
+MALFORMED_ROW = "malformed_row"
 IMAGE_OUTSIDE_SOURCE = "image_outside_source"
 
 
@@ -56,6 +57,14 @@ def has_undecodable_bytes(value: str) -> bool:
 
 
 def resolve_inside(root: Path, name: str) -> Path | None:
-    """`root/name` resolved, or None when `name` points outside `root` (untrusted file names)."""
-    path = (root / name).resolve()
-    return path if path.is_relative_to(root.resolve()) else None
+    """`root/name` with every symlink resolved, or None when that lands outside `root` or the name is
+    unusable (untrusted file names: ``../x``, absolute paths, symlinks out, NUL bytes, loops).
+
+    Whether the result is a regular file is checked when it is opened (`ingest.images.read_source_file`).
+    """
+    try:
+        path = (root / name).resolve()
+        inside = path.is_relative_to(root.resolve()) and path != root.resolve()
+    except (OSError, RuntimeError, ValueError):  # symlink loop (RuntimeError before 3.13), NUL byte
+        return None
+    return path if inside else None

@@ -1,24 +1,39 @@
-"""Safe, fast image preparation at shard time: bound, decode at reduced scale, EXIF-rotate, resize, JPEG.
+"""Safe, fast image preparation at shard time: bound, decode at reduced scale, EXIF-rotate, to 8 bits,
+resize, JPEG with pixels only.
 
 The COde release stores 4,000 px photographs. Decoding those every epoch would starve the GPU, so
 images are resized once here. JPEG sources are decoded with libjpeg's DCT scaling (`Image.draft`),
 which skips most of the work of a full-size decode when the target is much smaller.
+
+Source files are untrusted: only regular files are opened (a FIFO would block, ``/dev/zero`` never
+ends), their size is bounded, and the stored JPEG is rebuilt from pixels alone, so no comment, EXIF,
+XMP, IPTC, ICC profile or text chunk (where clinics put names) reaches a shard.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dentvlm.ingest.pixels import UnsupportedMode, to_8bit, to_srgb
+from dentvlm.limits import MAX_SHARD_IMAGE_PIXELS
+
 # Reasons an image is rejected; they are the keys of the manifest's skip counts.
 MISSING = "missing_image"
+NOT_A_FILE = "not_a_regular_file"
 CORRUPT = "corrupt_image"
 TRUNCATED = "truncated_image"
 BOMB = "decompression_bomb"
+TOO_LARGE = "file_too_large"
+UNSUPPORTED = "unsupported_image_mode"
+# Largest source file read: a 4,000 px photograph is a few MB, an 80 Mpx 16-bit TIFF 160 MB.
+MAX_SOURCE_BYTES = 512 * 1024 * 1024
 
 
 class ImageRejected(Exception):
@@ -47,6 +62,9 @@ class ImagePolicy:
     def __post_init__(self) -> None:
         if self.long_side < 28:
             raise ValueError(f"image long_side must be >= 28 (one Qwen-VL patch pair), got {self.long_side}")
+        if self.long_side**2 > MAX_SHARD_IMAGE_PIXELS:  # a square image must stay readable from the shards
+            raise ValueError(f"image long_side must be <= {math.isqrt(MAX_SHARD_IMAGE_PIXELS)} (the shard reader's "
+                             f"limit of {MAX_SHARD_IMAGE_PIXELS:,} pixels per image), got {self.long_side}")
         if not 1 <= self.jpeg_quality <= 95:
             raise ValueError(f"jpeg_quality must be in 1..95, got {self.jpeg_quality}")
 
@@ -61,37 +79,71 @@ def prepare_image(path: Path, policy: ImagePolicy) -> bytes:
     """Read an image file and return the JPEG bytes to store.
 
     Raises:
-        ImageRejected: the file is missing, not an image, truncated, or too large to decode safely.
+        ImageRejected: the file is missing, not a regular file, not an image, truncated, or too large
+            to read or decode safely.
     """
+    return prepare_image_bytes(read_source_file(path), policy, where=str(path))
+
+
+def read_source_file(path: Path, max_bytes: int = MAX_SOURCE_BYTES) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `max_bytes`, else `ImageRejected`.
+
+    Opened without blocking (a FIFO would wait for a writer forever) and without following a final
+    symlink (readers resolve paths before checking they stay inside the source), then checked with
+    fstat on the open file, so what is read is what was checked.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        data = path.read_bytes()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise ImageRejected(MISSING, f"{path}: image listed but not found") from None
-    except IsADirectoryError:
-        raise ImageRejected(MISSING, f"{path}: is a directory, not an image") from None
-    return prepare_image_bytes(data, policy, where=str(path))
+    except OSError as exc:  # ELOOP (a symlink), EACCES, ENXIO (a socket) ...
+        raise ImageRejected(NOT_A_FILE, f"{path}: cannot be opened as an image file ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (device, FIFO or socket)"
+            raise ImageRejected(NOT_A_FILE, f"{path}: is {kind}, not an image")
+        if info.st_size > max_bytes:
+            raise ImageRejected(TOO_LARGE, f"{path}: {info.st_size:,} bytes, over the limit of {max_bytes:,}")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew while being read
+        raise ImageRejected(TOO_LARGE, f"{path}: over the limit of {max_bytes:,} bytes")
+    return data
 
 
 def prepare_image_bytes(data: bytes, policy: ImagePolicy, where: str) -> bytes:
     """`prepare_image` on bytes already read; `where` names the source in errors."""
     image = open_bounded(data, policy.max_source_pixels, where)
     try:
-        width, height = image.size
-        # Request the final size from the DCT decoder; draft keeps at least this many pixels.
-        image.draft(image.mode if image.mode in ("L", "RGB") else "RGB", _draft_size(image, policy.long_side))
+        # Request the final size from the DCT decoder (JPEG only; draft keeps at least this many pixels).
+        image.draft(image.mode if image.mode in ("L", "RGB") else None, _draft_size(image, policy.long_side))
         image.load()
-        upright = ImageOps.exif_transpose(image)
-        upright = upright.convert("L" if upright.mode in ("L", "I;16", "I") else "RGB")
+        upright = to_8bit(to_srgb(ImageOps.exif_transpose(image)))
         size = target_size(upright.width, upright.height, policy.long_side)
         if upright.size != size:
             upright = upright.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
-        out = io.BytesIO()
-        upright.save(out, format="JPEG", quality=policy.jpeg_quality, optimize=True)
-        return out.getvalue()
-    except OSError as exc:  # PIL reports truncated or broken pixel data as OSError at load time
+        return _jpeg_pixels_only(upright, policy.jpeg_quality)
+    except UnsupportedMode as exc:
+        raise ImageRejected(UNSUPPORTED, f"{where}: {exc}") from None
+    except (OSError, ValueError) as exc:  # PIL reports truncated or broken pixel data at load time
         raise ImageRejected(TRUNCATED, f"{where}: image data is truncated or corrupt ({exc})") from None
     finally:
         image.close()
+
+
+def _jpeg_pixels_only(image: Image.Image, quality: int) -> bytes:
+    """JPEG bytes of `image`'s pixels and nothing else. Pillow copies ``info["comment"]`` (and would
+    write EXIF, XMP or ICC given them) into a saved JPEG; a fresh image has an empty ``info``."""
+    pixels = Image.frombytes(image.mode, image.size, image.tobytes())
+    out = io.BytesIO()
+    pixels.save(out, format="JPEG", quality=quality, optimize=True)
+    return out.getvalue()
 
 
 def prepare_images(job: tuple[list[Path], ImagePolicy]) -> list[bytes | tuple[str, str]]:

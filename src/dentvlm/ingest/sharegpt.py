@@ -15,7 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dentvlm.ingest.common import BAD_ENTRY, IMAGE_COUNT_MISMATCH, IngestError, Skip, SourceItem, clean_text
+from dentvlm.ingest.common import (
+    BAD_ENTRY,
+    IMAGE_COUNT_MISMATCH,
+    IMAGE_OUTSIDE_SOURCE,
+    IngestError,
+    Skip,
+    SourceItem,
+    clean_text,
+    resolve_inside,
+)
 from dentvlm.labels import LabelParser
 from dentvlm.records import IMAGE_PLACEHOLDER, INFO_FIELDS, REPORT_SECTIONS, Checkup, pseudonym
 
@@ -41,7 +50,8 @@ def read_sharegpt(
         path: The JSON file (a list of entries).
         salt: Pseudonymisation salt for entry ids.
         parser: Label parser used to recover labels from answers.
-        image_root: Folder that relative image paths are relative to (default: the JSON's folder).
+        image_root: Folder that image paths are relative to, and must stay inside (symlinks
+            resolved; default: the JSON's folder).
     """
     try:
         entries = json.loads(path.read_bytes().decode("utf-8-sig"))
@@ -49,6 +59,8 @@ def read_sharegpt(
         raise IngestError(f"{path}: not UTF-8 text ({exc})") from None
     except json.JSONDecodeError as exc:
         raise IngestError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise IngestError(f"{path}: JSON nested too deeply to be a ShareGPT list") from None
     if not isinstance(entries, list):
         raise IngestError(f"{path}: expected a JSON list of entries, got {type(entries).__name__}")
     root = image_root or path.parent
@@ -71,6 +83,13 @@ def _entry_to_item(entry: Any, index: int, path: Path, root: Path, salt: str, pa
         images = [images]
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         return Skip(BAD_ENTRY, f"{where}: 'images' must be a list of paths")
+    paths = []
+    for number, name in enumerate(images):
+        image_path = resolve_inside(root, name)
+        if image_path is None:
+            return Skip(IMAGE_OUTSIDE_SOURCE, f"{where}: image {number} {name[:200]!r} is not a file name inside the "
+                                              f"image root {root}")
+        paths.append(image_path)
     placeholders = sum(t["content"].count(IMAGE_PLACEHOLDER) for t in turns)
     if placeholders != len(images):
         return Skip(IMAGE_COUNT_MISMATCH, f"{where}: {placeholders} {IMAGE_PLACEHOLDER} placeholders, "
@@ -95,7 +114,7 @@ def _entry_to_item(entry: Any, index: int, path: Path, root: Path, salt: str, pa
         labelled=labelled,
         conversation=turns,
     )
-    return SourceItem(where=where, checkup=checkup, image_paths=[(root / p) for p in images])
+    return SourceItem(where=where, checkup=checkup, image_paths=paths)
 
 
 def _turns(entry: dict, where: str) -> list[dict[str, str]] | Skip:

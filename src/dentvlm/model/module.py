@@ -207,7 +207,7 @@ class DentVLM(L.LightningModule):
             return
         missing = [n for n, p in self.named_parameters() if p.requires_grad and n not in state]
         if missing:
-            raise KeyError(f"checkpoint lacks {len(missing)} trainable weights (e.g. {missing[:3]}): it was made "
+            raise ValueError(f"checkpoint lacks {len(missing)} trainable weights (e.g. {missing[:3]}): it was made "
                            "with other fine-tuning settings (finetune/vision/lora_*) than this run")
 
     # ----- steps ----------------------------------------------------------------------------

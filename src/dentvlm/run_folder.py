@@ -1,0 +1,175 @@
+"""The run folder (``trainer.default_root_dir``): one setting moves everything a run writes, checks that
+fail before anything is built or written, and no leftovers from a run that failed before its first batch.
+
+- Loggers without a ``save_dir``, checkpoint callbacks without a ``dirpath`` and the results writer
+  without an ``out_dir`` get the run folder (``<root>``, ``<root>/checkpoints``, ``<root>/results``),
+  so ``--trainer.default_root_dir runs/b`` moves a config's whole run.
+- Before the model is built: the checkpoint to load exists, the shards' manifest is readable, every
+  split the command reads has samples for its task, the model folder exists.
+- A run that fails before finishing a batch leaves nothing behind: its W&B offline run, its logger
+  version folder, the config copy and the folders it created are removed.
+"""
+
+from __future__ import annotations
+
+import pydoc
+import shutil
+from pathlib import Path
+
+# Checkpoint names Lightning resolves itself (not file paths).
+SPECIAL_CKPT_PATHS = ("best", "hpc", "registry")
+
+
+def derive_run_paths(config) -> None:
+    """Fill the unset output folders of one subcommand's config (a jsonargparse Namespace) from
+    ``trainer.default_root_dir``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    trainer = config.trainer
+    root = Path(trainer.default_root_dir or ".")
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    for logger in loggers:
+        init = _init_args(logger)
+        if init is None or "save_dir" not in init:
+            continue
+        wandb_default = str(logger.class_path).endswith("WandbLogger") and init.save_dir == "."
+        if init.save_dir is None or wandb_default:
+            init.save_dir = str(root)
+    for callback in trainer.callbacks or []:
+        init = _init_args(callback)
+        cls = pydoc.locate(str(getattr(callback, "class_path", "")))
+        checkpoints = isinstance(cls, type) and issubclass(cls, ModelCheckpoint)
+        if init is not None and checkpoints and init.get("dirpath") is None:
+            init.dirpath = str(root / "checkpoints")
+    results = config.get("results")
+    if results is not None and results.get("out_dir") is None:
+        results.out_dir = str(root / "results")
+
+
+def _init_args(entry):
+    return entry.get("init_args") if hasattr(entry, "get") and "class_path" in entry else None
+
+
+def check_before_run(subcommand: str, ckpt_path: str | None, trainer, datamodule, model) -> None:
+    """Fail now, with one clear message, what would otherwise fail after the model is built.
+
+    Raises:
+        FileNotFoundError: a checkpoint, the shards' manifest or the model folder is missing.
+        ValueError: a split the command reads has no samples for its task.
+    """
+    _check_ckpt_path(subcommand, ckpt_path, trainer)
+    _check_splits(subcommand, trainer, datamodule)
+    from dentvlm.model.build import TINY, resolve_model_path
+
+    if model.hparams.model_path != TINY:
+        resolve_model_path(model.hparams.model_path)
+
+
+def _check_ckpt_path(subcommand: str, ckpt_path: str | None, trainer) -> None:
+    if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS:
+        return
+    if ckpt_path == "last":
+        if subcommand == "fit":  # resuming: Lightning starts from scratch (with a warning) when there is none
+            return
+        folders = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        if not any(next(folder.glob("last*.ckpt"), None) for folder in folders):
+            where = ", ".join(map(str, folders)) or "(no checkpoint folder configured)"
+            raise FileNotFoundError(f"--ckpt_path last: no last checkpoint in {where}; train first (dentvlm fit) "
+                                    "or pass a checkpoint file")
+        return
+    if not Path(ckpt_path).exists():
+        raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint")
+
+
+def _check_splits(subcommand: str, trainer, datamodule) -> None:
+    hp = datamodule.hparams
+    manifest = datamodule.manifest  # raises naming the folder when missing or unreadable
+    reads = []
+    if subcommand == "fit":
+        reads.append((hp.train_split, datamodule.task, "training"))
+    if subcommand in ("fit", "validate") and trainer.limit_val_batches != 0:
+        reads += [(hp.val_split, task, "validation") for task in datamodule.eval_tasks]
+    if subcommand in ("test", "predict"):
+        reads += [(hp.test_split, task, subcommand) for task in datamodule.eval_tasks]
+    for split, task, purpose in reads:
+        if split not in manifest["splits"]:
+            raise ValueError(f"{datamodule.shard_dir}: no split {split!r} (has {sorted(manifest['splits'])})")
+        if datamodule.split_size(split, task) == 0:
+            hint = " or pass --trainer.limit_val_batches 0 to train without validation" if purpose == "validation" \
+                else ""
+            raise ValueError(f"{datamodule.shard_dir}: the {split!r} split has no samples for the {task} task, so "
+                             f"{purpose} would run on nothing; rebuild the shards with a non-empty {split} split{hint}")
+
+
+class FailedRunCleanup:
+    """Remembers what exists before a run; `discard()` removes what a run that never finished a batch
+    created (call it only on failure)."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.cwd = Path.cwd().resolve()
+        self.log_dirs = [Path(d) for d in (_log_dir(logger) for logger in trainer.loggers) if d]
+        self.config_file = Path(trainer.log_dir or trainer.default_root_dir) / "config.yaml"
+        watched = [Path(trainer.default_root_dir), *self.log_dirs, self.config_file,
+                   *(Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None))]
+        watched += [Path(getattr(logger, "save_dir", None) or ".") / "wandb" for logger in trainer.loggers]
+        self.existed = {p.resolve() for path in watched for p in (path, *path.parents) if p.exists()}
+
+    def ran_a_batch(self) -> bool:
+        trainer = self.trainer
+        loops = [trainer.fit_loop.epoch_loop.val_loop, trainer.validate_loop, trainer.test_loop, trainer.predict_loop]
+        return trainer.global_step > 0 or any(loop.batch_progress.total.completed for loop in loops)
+
+    def discard(self) -> None:
+        if self.ran_a_batch() or not self.trainer.is_global_zero:
+            return  # logs and checkpoints of real work are kept; one rank cleans up
+        try:
+            self._discard()
+        except OSError:  # never hide the run's own error behind a cleanup problem
+            pass
+
+    def _discard(self) -> None:
+        removed = [self._discard_wandb(logger) for logger in self.trainer.loggers]
+        removed += [path for path in self.log_dirs if self._remove_new(path)]
+        removed += [self.config_file] if self._remove_new(self.config_file) else []
+        removed += [Path(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        for path in filter(None, removed):
+            self._prune_new_empty(path)
+
+    def _remove_new(self, path: Path) -> bool:
+        if not path.exists() or path.resolve() in self.existed:
+            return False
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        return True
+
+    def _discard_wandb(self, logger) -> Path | None:
+        run = getattr(logger, "_experiment", None)
+        run_dir = getattr(run, "dir", None)
+        if run is None or not run_dir:
+            return None
+        run.finish(exit_code=1)
+        folder = Path(run_dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>/files -> the run folder
+        if self._remove_new(folder):
+            for link in folder.parent.iterdir():  # latest-run, debug.log: links into the removed run
+                if link.is_symlink() and not link.exists():
+                    link.unlink()
+        return folder
+
+    def _prune_new_empty(self, path: Path) -> None:
+        for folder in (path, *path.parents):
+            resolved = folder.resolve() if folder.exists() else None
+            if resolved is None:
+                continue
+            if resolved in self.existed or resolved == self.cwd or not folder.is_dir() or any(folder.iterdir()):
+                return
+            folder.rmdir()
+
+
+def _log_dir(logger) -> str | None:
+    # CSV/TensorBoard loggers: the version folder this run will write (computed, not created).
+    if type(logger).__name__ in ("CSVLogger", "TensorBoardLogger"):
+        return logger.log_dir
+    return None

@@ -1,0 +1,174 @@
+"""How the real `dentvlm` command refuses (issue classes: errors are tracebacks; what a newcomer sees):
+expected errors are one line naming file/row/key and exit 1, tracebacks only for bugs or --debug;
+usage errors are short, with "did you mean"; checks that can fail do so before the model is built."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dentvlm import commands
+from dentvlm.cli import main
+from dentvlm.ingest.images import ImagePolicy
+from dentvlm.sharding import build_shards
+
+from ..conftest import DEMO_SHARDS
+from .conftest import REPO
+
+TINY = str(REPO / "configs" / "tiny.yaml")
+
+
+def refusal(capsys, argv) -> str:
+    """Run `main(argv)`, expect exit 1, and return the one error line (no traceback anywhere)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if ": error: " in line]
+    assert line.startswith(f"dentvlm {argv[0]}: error: ")
+    return line
+
+
+def test_shard_errors_are_one_line(capsys, tmp_path, synth_release):
+    assert "no complete_dataset.csv found" in refusal(capsys, ["shard", str(tmp_path / "nope"), str(tmp_path / "o")])
+    (tmp_path / "notes.txt").write_text("mine")
+    assert "not a shard folder" in refusal(capsys, ["shard", str(synth_release), str(tmp_path), "--salt", "s"])
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)  # nested past Python's recursion limit
+    assert "deep.json: JSON nested too deeply" in refusal(capsys, ["shard", str(deep), str(tmp_path / "o2")])
+    line = refusal(capsys, ["shard", str(synth_release), str(tmp_path / "o3"), "--image_long_side", "9000"])
+    assert "long_side must be <=" in line
+
+
+def test_strict_error_names_row_and_file_on_one_line(capsys, tmp_path, synth_release):
+    import shutil
+
+    root = tmp_path / "release"
+    shutil.copytree(synth_release, root)
+    bad = sorted((root / "Images" / "Photographs").iterdir())[0]
+    bad.write_bytes(b"garbage")
+    line = refusal(capsys, ["shard", str(root), str(tmp_path / "out"), "--strict", "true", "--salt", "s",
+                            "--workers", "1"])
+    assert "complete_dataset.csv row" in line and bad.name in line and "corrupt_image" in line
+
+
+def test_debug_flag_and_environment_show_the_traceback(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError):
+        main(["export", str(tmp_path / "nothing.ckpt"), str(tmp_path / "out"), "--debug"])
+    monkeypatch.setenv("DENTVLM_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        main(["export", str(tmp_path / "nothing.ckpt"), str(tmp_path / "out")])
+
+
+def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(commands, "write_synthetic_release", broken, raising=False)
+    import dentvlm.synth
+
+    monkeypatch.setattr(dentvlm.synth, "write_synthetic_release", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["synth", str(tmp_path / "x")])
+
+
+def test_real_process_prints_one_line_and_exits_1(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "dentvlm", "shard", str(tmp_path / "nope"), str(tmp_path / "o"),
+                             "--salt", "s"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("dentvlm shard: error: ")
+
+
+@pytest.mark.parametrize(
+    "argv, wrong, right",
+    [
+        (["fit", "--config", TINY, "--model.lora_rnak", "4"], "--model.lora_rnak", "--model.lora_rank"),
+        (["fit", "--config", TINY, "--data.batch_szie", "4"], "--data.batch_szie", "--data.batch_size"),
+        (["test", "--config", TINY, "--trainer.max_epohcs", "1"], "--trainer.max_epohcs", "--trainer.max_epochs"),
+        (["shard", "src", "out", "--strcit", "true"], "--strcit", "--strict"),
+        (["export", "a", "b", "--mrege", "true"], "--mrege", "--merge"),
+    ],
+)
+def test_misspelled_keys_are_short_with_did_you_mean(capsys, argv, wrong, right):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{wrong}: did you mean {right}?" in err
+    assert len(err.strip().splitlines()) <= 6, err  # not ~95 lines of usage
+
+
+def test_misspelled_key_in_a_config_file(capsys, tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trainer:\n  max_epoch: 3\n")
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", TINY, "--config", str(typo)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "did you mean --trainer.max_epochs?" in err and len(err.splitlines()) <= 6
+
+
+def test_unknown_command(capsys):
+    with pytest.raises(SystemExit, match=r"unknown command 'fitt' \(did you mean 'fit'\?\)"):
+        main(["fitt"])
+
+
+@pytest.fixture
+def no_model_build(monkeypatch):
+    """Fail the test if anything starts building the model."""
+    import dentvlm.model.build as build
+    import dentvlm.model.module as module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built before the check")
+
+    monkeypatch.setattr(build, "load_vlm", refuse)
+    monkeypatch.setattr(module, "load_vlm", refuse)
+
+
+def test_missing_checkpoint_fails_before_the_model_is_built(capsys, tmp_path, monkeypatch, no_model_build):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", TINY, "--data.shards", str(DEMO_SHARDS), "--trainer.default_root_dir", str(tmp_path / "r")]
+    line = refusal(capsys, ["test", *args, "--ckpt_path", "/nope.ckpt"])
+    assert "--ckpt_path /nope.ckpt: no such checkpoint" in line
+    line = refusal(capsys, ["test", *args, "--ckpt_path", "last"])  # no run yet: no last checkpoint
+    assert "no last checkpoint in" in line and str(tmp_path / "r" / "checkpoints") in line
+    line = refusal(capsys, ["fit", *args, "--model.model_path", str(tmp_path / "no-model")])
+    assert "no-model" in line and "is not a directory" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+def test_missing_or_old_shards_fail_before_the_model_is_built(capsys, tmp_path, monkeypatch, no_model_build):
+    monkeypatch.chdir(tmp_path)
+    line = refusal(capsys, ["fit", "--config", TINY, "--data.shards", str(tmp_path / "none")])
+    assert "none: no manifest.json" in line
+    old = tmp_path / "old"
+    old.mkdir()
+    manifest = json.loads((DEMO_SHARDS / "manifest.json").read_text())
+    manifest["version"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    line = refusal(capsys, ["fit", "--config", TINY, "--data.shards", str(old)])
+    assert "rebuild the shards with `dentvlm shard" in line
+
+
+@pytest.fixture(scope="module")
+def shards_without_val_and_test(tmp_path_factory, synth_release):
+    out = tmp_path_factory.mktemp("train-only")
+    build_shards(synth_release, out, salt="s", val=0, test=0, policy=ImagePolicy(long_side=48), workers=1,
+                 progress=False)
+    return out
+
+
+def test_empty_validation_or_test_split_is_an_error(capsys, tmp_path, monkeypatch, shards_without_val_and_test,
+                                                    no_model_build):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", TINY, "--data.shards", str(shards_without_val_and_test)]
+    line = refusal(capsys, ["fit", *args])
+    assert "the 'val' split has no samples for the classification task" in line
+    assert "--trainer.limit_val_batches 0" in line
+    line = refusal(capsys, ["test", *args])
+    assert "the 'test' split has no samples" in line
+    line = refusal(capsys, ["validate", *args, "--data.eval_tasks", "[report]"])
+    assert "the 'val' split has no samples for the report task" in line
