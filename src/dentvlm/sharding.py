@@ -60,7 +60,7 @@ def build_shards(
     test: float = 0.15,
     seed: int = 0,
     policy: ImagePolicy = ImagePolicy(),  # noqa: B008 (frozen dataclass)
-    max_count: int = 1000,
+    max_count: int = 256,
     max_bytes: int = 1_000_000_000,
     strict: bool = False,
     workers: int | None = None,

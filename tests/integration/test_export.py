@@ -47,7 +47,7 @@ def reference(trained_run, tmp_path_factory):
                           eval_batch_size=2)
     data.setup()
     batch = next(iter(data.val_dataloader()[0]))
-    inputs = model_inputs(batch)
+    inputs = model_inputs(batch, pixels=module.pixels)  # what a processor gives plain transformers
     torch.save(inputs, folder / "batch.pt")
     with torch.no_grad():
         logits = module.eval().network(**inputs).logits

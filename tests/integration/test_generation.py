@@ -60,7 +60,8 @@ def test_generation_uses_exactly_the_configured_settings(tiny_model_dir, tmp_pat
     with torch.no_grad():
         for _ in range(12):  # greedy, recomputing everything each step: no cache, no penalties
             logits = module.network(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types,
-                                    pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"]).logits
+                                    pixel_values=module.pixels(batch["pixel_values"]),
+                                    image_grid_thw=batch["image_grid_thw"]).logits
             token = int(logits[0, -1].argmax())
             if token == end:
                 break

@@ -102,3 +102,14 @@ def test_multi_turn_chat_trains_on_every_answer(processor):
     encoded = ChatEncoder(processor).encode(format_checkup(chat, [Image.new("RGB", (56, 56))], "chat", DEFAULT_CLASSES))
     learned = processor.tokenizer.decode(encoded.input_ids[encoded.label_ids != IGNORE_INDEX])
     assert learned == "A.<|im_end|>B.<|im_end|>"
+
+
+def test_uint8_images_normalised_on_the_device_equal_the_processors_own(processor):
+    from dentvlm.model.inputs import PixelNormalizer
+
+    encoded = ChatEncoder(processor).encode(example(images=3))
+    assert encoded.pixel_values.dtype == torch.uint8  # a quarter of float32's bytes between processes
+    pictures = example(images=3).images
+    reference = processor.image_processor(images=pictures, return_tensors="pt")["pixel_values"]
+    normalised = PixelNormalizer(processor.image_processor)(encoded.pixel_values)
+    torch.testing.assert_close(normalised, reference, rtol=0, atol=1e-6)

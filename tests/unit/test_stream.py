@@ -150,3 +150,17 @@ def test_length_grouping_does_not_group_labels():
     ungrouped = label_purity(examples, 4)  # chance: 4 / 4^4, about 1.6%
     assert purity(len, 1) > ungrouped + 0.1  # the old grouping: exact sorting by total length
     assert purity(lambda e: e.prompt_len, 64) <= ungrouped + 0.03
+
+
+def test_persistent_workers_follow_the_epoch(small_shards):
+    """Persistent DataLoader workers keep their copy of the stream between epochs; the epoch set in
+    the main process must still reach them (shared memory), or every epoch would replay epoch 0."""
+    fresh = [keys(run_rank(small_shards, 0, 1, 2, split="train", epoch=e, persistent_workers=False), False)
+             for e in (0, 1)]
+    dm = DentDataModule(shards=str(small_shards), batch_size=2, num_workers=2, persistent_workers=True)
+    loader = dm._loader(dm.stream("train", "classification", training=True))
+    epochs = iter([0, 1])
+    loader.epoch_fn = lambda: next(epochs)
+    persistent = [keys(list(loader), False), keys(list(loader), False)]
+    assert loader._iterator is not None  # the same workers served both epochs
+    assert persistent == fresh and fresh[0] != fresh[1]

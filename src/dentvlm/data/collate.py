@@ -34,7 +34,7 @@ class Encoded:
         label_ids: (L,) training targets; -100 outside assistant answers.
         mm_token_type_ids: (L,) 1 at image tokens, else 0 (Qwen-VL needs it for 3D positions).
         prompt_len: Tokens before the last answer (the generation prompt).
-        pixel_values: (patches, patch_dim) for all images, or None without images.
+        pixel_values: (patches, patch_dim) uint8 for all images (not yet rescaled or normalised), or None.
         image_grid_thw: (images, 3) patch grid per image, or None.
         image_tokens: Image tokens in `input_ids`.
         unscaled_image_tokens: Image tokens the images would take at max_pixels.
@@ -123,7 +123,9 @@ class ChatEncoder:
         text = self.processor.apply_chat_template(example.messages, tokenize=False)
         text_tokens = self._text_tokens(text, len(example.images))
         images, query_pixels, scaled = self._fit_images(example, text_tokens, training)
-        features = self.processor(text=[text], images=images or None, return_tensors="pt",
+        # Images leave the worker as uint8 patches; the model normalises them on its device (PixelNormalizer).
+        features = self.processor(text=[text], images=images or None, return_tensors="pt", do_rescale=False,
+                                  do_normalize=False,
                                   size={"shortest_edge": self.budget.min_pixels, "longest_edge": query_pixels})
         input_ids = features["input_ids"][0]
         grid = features.get("image_grid_thw")
@@ -146,7 +148,7 @@ class ChatEncoder:
             key=example.key, task=example.task, target=example.target, labels=example.labels,
             is_padding=example.is_padding, thumbnail=example.thumbnail, input_ids=input_ids, label_ids=label_ids,
             mm_token_type_ids=mm_types, prompt_len=prompt_len,
-            pixel_values=features.get("pixel_values"), image_grid_thw=grid,
+            pixel_values=as_uint8(features.get("pixel_values")), image_grid_thw=grid,
             image_tokens=image_tokens, scaled=scaled, truncated=truncated,
             unscaled_image_tokens=self.budget.tokens([(image.height, image.width) for image in example.images]),
         )
@@ -225,6 +227,13 @@ class ChatEncoder:
         return input_ids[:cut], label_ids[:cut], mm_types[:cut]
 
 
+def as_uint8(pixels: torch.Tensor | None) -> torch.Tensor | None:
+    """Unnormalised patches as uint8 (some processors return them as whole-valued floats)."""
+    if pixels is None or pixels.dtype == torch.uint8:
+        return pixels
+    return pixels.round().clamp(0, 255).to(torch.uint8)
+
+
 def loss_positions(labels: torch.Tensor) -> torch.Tensor:
     """(K,) positions whose next token has a label in any row: the only hidden states the loss
     projects onto the vocabulary (see `dentvlm.model.loss`)."""
@@ -259,30 +268,49 @@ def pad_batch(items: list[Encoded], pad_id: int) -> dict:
         batch["gen_attention_mask"][row, longest_prompt - p :] = 1
         batch["gen_mm_token_type_ids"][row, longest_prompt - p :] = item.mm_token_type_ids[:p]
     batch["loss_positions"] = loss_positions(batch["labels"])  # here, on the CPU: no device sync per step
+    return {**batch, **batch_extras(items)}
+
+
+def batch_extras(items: list[Encoded]) -> dict:
+    """What every collated batch carries besides its token tensors: the images, which rows are
+    padding, data statistics and the per-sample metadata the metrics need."""
+    extras: dict = {}
     pixels = [item.pixel_values for item in items if item.pixel_values is not None]
     if pixels:
-        batch["pixel_values"] = torch.cat(pixels)
-        batch["image_grid_thw"] = torch.cat([item.image_grid_thw for item in items if item.image_grid_thw is not None])
-    batch["is_padding"] = torch.tensor([item.is_padding for item in items])
-    # Data statistics travel with the batch (encoding runs in worker processes) for the module to log.
-    batch["stats"] = {
+        extras["pixel_values"] = torch.cat(pixels)
+        extras["image_grid_thw"] = torch.cat([item.image_grid_thw for item in items if item.image_grid_thw is not None])
+    extras["is_padding"] = torch.tensor([item.is_padding for item in items])
+    # Data statistics travel with the batch (encoding runs in worker processes) for the monitor to log.
+    extras["stats"] = {
         "image_tokens": torch.tensor([item.image_tokens for item in items]),
         "scaled": torch.tensor([item.scaled and not item.is_padding for item in items]),
         "truncated": torch.tensor([item.truncated and not item.is_padding for item in items]),
         "dropped": torch.tensor(sum(item.dropped_before for item in items)),
+        "tokens": torch.tensor(sum(len(item) for item in items)),
     }
-    batch["meta"] = [
+    extras["meta"] = [
         {"key": i.key, "task": i.task, "target": i.target, "labels": i.labels, "thumbnail": i.thumbnail}
         for i in items
     ]
-    return batch
+    return extras
 
 
 class BatchCollator:
-    """DataLoader `collate_fn`: pads `Encoded` items with the tokenizer's pad id."""
+    """DataLoader `collate_fn`: pads `Encoded` items with the tokenizer's pad id, or, with `packing`
+    (training only), concatenates them into one row (`dentvlm.data.packing`).
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    Args:
+        pad_id: The tokenizer's pad token id.
+        packing: Pack each batch into one padding-free row.
+        merge: The vision merge size (Qwen-VL: 2), for packed rope positions.
+    """
+
+    def __init__(self, pad_id: int, packing: bool = False, merge: int = 2):
+        self.pad_id, self.packing, self.merge = pad_id, packing, merge
 
     def __call__(self, items: list[Encoded]) -> dict:
-        return pad_batch(items, self.pad_id)
+        if not self.packing:
+            return pad_batch(items, self.pad_id)
+        from dentvlm.data.packing import pack_batch
+
+        return {**pack_batch(items, self.merge), **batch_extras(items)}

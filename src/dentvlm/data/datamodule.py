@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import io
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,8 +101,8 @@ def prompt_length(encoded: Encoded) -> int:
 
 
 class EpochLoader(DataLoader):
-    """DataLoader that tells its stream the epoch before each pass (workers are rebuilt per pass,
-    so the new epoch reaches them): training shuffles differ per epoch, reproducibly."""
+    """DataLoader that tells its stream the epoch before each pass (through shared memory, so
+    persistent workers see it too): training shuffles differ per epoch, reproducibly."""
 
     def __init__(self, dataset: CheckupStream, epoch_fn: Callable[[], int], **kwargs):
         super().__init__(dataset, **kwargs)
@@ -127,12 +128,16 @@ class DentDataModule(L.LightningDataModule):
         max_images: At most this many images per checkup (the COde files used 8).
         batch_size: Training batch size per device.
         eval_batch_size: Validation/test batch size per device (default: batch_size).
-        num_workers: DataLoader worker processes per device.
+        num_workers: DataLoader worker processes per device (and per evaluation task).
+        persistent_workers: Keep workers alive between epochs and validations (no start-up per pass).
+        prefetch_factor: Batches each worker prepares ahead.
         shuffle_buffer: Samples in each worker's shuffle buffer (training).
         group_by_length: Group windows of this many training batches by prompt length to cut padding
             (0 or 1: off). Lengths are bucketed (`length_bucket`) and shuffled inside a bucket, so
             batches do not sort by answer, and so by label.
         length_bucket: Width in tokens of a length bucket for `group_by_length`.
+        packing: Training batches become one padding-free row holding the batch's samples, each with
+            its own positions and attention (see `dentvlm.data.packing`); no padding, so no grouping.
         seed: Seed of shard order and shuffle buffers (different per rank, worker and epoch).
         processor_path: Hugging Face model/processor folder or "tiny" (the CLI links it to the model
             path); without one, batches are lists of formatted `Example`s.
@@ -170,9 +175,12 @@ class DentDataModule(L.LightningDataModule):
         batch_size: int = 2,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
+        persistent_workers: bool = True,
+        prefetch_factor: int = 2,
         shuffle_buffer: int = 256,
         group_by_length: int = 8,
         length_bucket: int = 64,
+        packing: bool = False,
         seed: int = 0,
         processor_path: str | None = None,
         trust_remote_code: bool = False,
@@ -249,10 +257,18 @@ class DentDataModule(L.LightningDataModule):
             [s for s in shards if s.eligible], HasTask(variant, self.classes), maker,
             batch_size=hp.batch_size if training else (hp.eval_batch_size or hp.batch_size),
             training=training, seed=hp.seed, shuffle_buffer=hp.shuffle_buffer,
-            group_by_length=hp.group_by_length if training and self.encoder else 0, length_of=prompt_length,
+            # packed rows have no padding to cut, so grouping by length would only reorder
+            group_by_length=hp.group_by_length if training and self.encoder and not hp.packing else 0,
+            length_of=prompt_length,
             length_bucket=hp.length_bucket,
         )
         stream.distribute(self.rank, self.world_size, hp.num_workers)
+        if training and len(stream.shards) < stream.total_workers and self.rank == 0:
+            warnings.warn(
+                f"{self.shard_dir}: {len(stream.shards)} {split} shards for {stream.total_workers} data loaders "
+                f"({self.world_size} ranks x {max(1, hp.num_workers)} workers): every loader reads every shard "
+                f"and keeps its share, {stream.total_workers}x the reading of one pass; rebuild with a smaller "
+                "`dentvlm shard --max_count` to give every loader shards of its own", stacklevel=2)
         return stream
 
     def demonstrations(self, task: str) -> list[ShardSample]:
@@ -274,10 +290,16 @@ class DentDataModule(L.LightningDataModule):
         return (chosen + spare)[: self.few_shot]
 
     def _loader(self, stream: CheckupStream) -> EpochLoader:
-        collate = BatchCollator(self.encoder.pad_id) if self.encoder is not None else list
+        collate = list
+        if self.encoder is not None:
+            merge = self.encoder.processor.image_processor.merge_size
+            collate = BatchCollator(self.encoder.pad_id, packing=self.hparams.packing and stream.training, merge=merge)
+        workers = self.hparams.num_workers
+        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return EpochLoader(
-            stream, epoch_fn=self._current_epoch, batch_size=stream.batch_size,
-            num_workers=self.hparams.num_workers, collate_fn=collate, persistent_workers=False,
+            stream, epoch_fn=self._current_epoch, batch_size=stream.batch_size, num_workers=workers,
+            collate_fn=collate, persistent_workers=workers > 0 and self.hparams.persistent_workers,
+            pin_memory=on_gpu, prefetch_factor=self.hparams.prefetch_factor if workers > 0 else None,
         )
 
     def _current_epoch(self) -> int:

@@ -27,25 +27,26 @@ class DataMonitor(L.Callback):
         self.dropped = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.dropped = torch.zeros((), device=pl_module.device)
+        self.dropped = torch.zeros((), device=pl_module.device)  # stays on the device until a check
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         stats = batch.get("stats") if isinstance(batch, dict) else None
         if stats is None:
             return
-        real = ~batch["is_padding"]
-        rows = max(1, int(real.sum()))
-        tokens = stats["image_tokens"][real].float()
-        dropped = stats["dropped"].to(pl_module.device, torch.float32)
+        real = (~batch["is_padding"]).float()
+        rows = len(batch["meta"])  # a host-side count: logging must not wait for the device
+        tokens = stats["image_tokens"].float()
+        dropped = stats["dropped"].float()
         self.dropped = self.dropped + dropped
         log = dict(on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
-        pl_module.log("data/image_tokens_mean", tokens.mean() if len(tokens) else torch.tensor(0.0), **log)
-        pl_module.log("data/image_tokens_max", tokens.max() if len(tokens) else torch.tensor(0.0),
-                      reduce_fx="max", **log)
+        # masked by multiplication, not indexing: boolean indexing would copy the mask to the host
+        pl_module.log("data/image_tokens_mean", (tokens * real).sum() / real.sum().clamp(min=1), **log)
+        pl_module.log("data/image_tokens_max", (tokens * real).max(), reduce_fx="max", **log)
         pl_module.log("data/scaled_down", stats["scaled"].sum().float(), reduce_fx="sum", **log)
         pl_module.log("data/truncated", stats["truncated"].sum().float(), reduce_fx="sum", **log)
         pl_module.log("data/dropped", dropped, reduce_fx="sum", **log)
         pl_module.log("data/padding_rows", batch["is_padding"].sum().float(), reduce_fx="sum", **log)
+        pl_module.log("data/tokens", stats["tokens"].float(), reduce_fx="sum", **log)
         step_end = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
         if step_end and (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
             self._check(trainer)

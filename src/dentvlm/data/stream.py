@@ -16,6 +16,7 @@ manifest's per-shard counts:
 from __future__ import annotations
 
 import math
+import multiprocessing
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -78,7 +79,18 @@ class CheckupStream(IterableDataset):
         self.batch_size, self.training, self.seed = batch_size, training, seed
         self.shuffle_buffer, self.group_by_length, self.length_of = shuffle_buffer, group_by_length, length_of
         self.length_bucket = max(1, length_bucket)
-        self.rank, self.world_size, self.num_workers, self.epoch = 0, 1, 0, 0
+        self.rank, self.world_size, self.num_workers = 0, 1, 0
+        # Shared memory, so that persistent DataLoader workers (which keep their own copy of this
+        # object between epochs) see the epoch the main process sets before each pass.
+        self._epoch = multiprocessing.Value("i", 0, lock=False)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.value = value
 
     def distribute(self, rank: int, world_size: int, num_workers: int) -> None:
         """Set this process's place; call before the DataLoader is built."""

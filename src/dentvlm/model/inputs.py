@@ -16,16 +16,41 @@ import torch
 from dentvlm.data.collate import IGNORE_INDEX
 
 
-def model_inputs(batch: dict, generation: bool = False) -> dict:
-    """The model's keyword inputs from a collated batch (the generation prompt when `generation`)."""
+class PixelNormalizer:
+    """The data workers send images as uint8 patches (a quarter of float32's bytes); this turns them
+    into the processor's normalised float patches on the device: (pixel / 255 - mean) / std, each
+    patch being (channels, temporal, patch, patch) values flattened, channel-major.
+
+    Args:
+        image_processor: The Qwen-VL image processor (image_mean, image_std, temporal_patch_size, patch_size).
+    """
+
+    def __init__(self, image_processor):
+        per_channel = image_processor.temporal_patch_size * image_processor.patch_size**2
+        self.mean = torch.tensor(image_processor.image_mean).repeat_interleave(per_channel)  # (patch_dim,)
+        self.std = torch.tensor(image_processor.image_std).repeat_interleave(per_channel)
+        self._on: dict = {}
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.dtype != torch.uint8:  # already normalised (e.g. a batch made by the processor itself)
+            return pixels
+        if pixels.device not in self._on:  # one copy per device, not one per step
+            self._on[pixels.device] = (self.mean.to(pixels.device), self.std.to(pixels.device))
+        mean, std = self._on[pixels.device]
+        return (pixels.float() / 255 - mean) / std
+
+
+def model_inputs(batch: dict, generation: bool = False, pixels: PixelNormalizer | None = None) -> dict:
+    """The model's keyword inputs from a collated batch (the generation prompt when `generation`);
+    `pixels` normalises uint8 images from the data workers."""
     prefix = "gen_" if generation else ""
-    inputs = {
-        "input_ids": batch[prefix + "input_ids"],
-        "attention_mask": batch[prefix + "attention_mask"],
-        "mm_token_type_ids": batch[prefix + "mm_token_type_ids"],
-    }
+    inputs = {"input_ids": batch[prefix + "input_ids"], "mm_token_type_ids": batch[prefix + "mm_token_type_ids"]}
+    if not generation and "position_ids" in batch:  # a packed row: positions restart per sample, no mask
+        inputs["position_ids"] = batch["position_ids"]
+    else:
+        inputs["attention_mask"] = batch[prefix + "attention_mask"]
     if "pixel_values" in batch:
-        inputs["pixel_values"] = batch["pixel_values"]
+        inputs["pixel_values"] = pixels(batch["pixel_values"]) if pixels is not None else batch["pixel_values"]
         inputs["image_grid_thw"] = batch["image_grid_thw"]
     return inputs
 
@@ -45,20 +70,26 @@ def with_vision_keepalive(inputs: dict, labels: torch.Tensor | None, image_token
     if "pixel_values" in inputs:
         return inputs, labels
     ids = inputs["input_ids"]
-    rows = ids.shape[0]
     merge = vision_config.spatial_merge_size
     channels = getattr(vision_config, "in_channels", getattr(vision_config, "in_chans", 3))
     patch_dim = channels * vision_config.temporal_patch_size * vision_config.patch_size**2
 
-    def add_column(tensor: torch.Tensor, last_row_value: int, other_value: int) -> torch.Tensor:
-        column = torch.full((rows, 1), other_value, dtype=tensor.dtype, device=tensor.device)
+    def add_column(tensor: torch.Tensor, last_row_value: int, other_value: int | None) -> torch.Tensor:
+        """`tensor` with one more column: `last_row_value` in the last row, `other_value` (None: a copy
+        of the edge column, masked out anyway; no device-to-host copy) in the others."""
+        edge = tensor[:, :1] if left else tensor[:, -1:]
+        column = edge.clone() if other_value is None else torch.full_like(edge, other_value)
         column[-1] = last_row_value
         return torch.cat([column, tensor] if left else [tensor, column], dim=1)
 
     out = dict(inputs)
-    out["input_ids"] = add_column(ids, image_token_id, int(ids[-1, 0 if left else -1]))
-    out["attention_mask"] = add_column(inputs["attention_mask"], 0, 0)  # nothing attends to it
+    out["input_ids"] = add_column(ids, image_token_id, None)
     out["mm_token_type_ids"] = add_column(inputs["mm_token_type_ids"], 1, 0)
+    if "position_ids" in inputs:  # a packed row: the dummy is one more sample, positions restarting at 0
+        zero = torch.zeros((4, 1, 1), dtype=inputs["position_ids"].dtype, device=ids.device)
+        out["position_ids"] = torch.cat([inputs["position_ids"], zero], dim=2)
+    else:
+        out["attention_mask"] = add_column(inputs["attention_mask"], 0, 0)  # nothing attends to it
     # One image of merge x merge patches: merge^2 patches make one token after the merger.
     out["pixel_values"] = torch.zeros((merge * merge, patch_dim), device=ids.device)
     out["image_grid_thw"] = torch.tensor([[1, merge, merge]], device=ids.device)

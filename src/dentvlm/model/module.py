@@ -8,17 +8,24 @@ and, for the first batches of each epoch, generated answers as `Prediction`s for
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import lightning as L
 import torch
-from torchmetrics import MeanMetric
 
+from dentvlm.metrics.loss import TokenMeanLoss
 from dentvlm.model.build import DTYPES, build_vlm_without_weights, load_processor, load_vlm, resolve_model_path
 from dentvlm.model.finetune import ALL_LINEAR, FinetuneSpec, apply_finetuning, parameter_counts
-from dentvlm.model.inputs import model_inputs, with_vision_keepalive
+from dentvlm.model.inputs import PixelNormalizer, model_inputs, with_vision_keepalive
 from dentvlm.model.loss import answer_loss
-from dentvlm.model.parallel import load_sharded, shard_model
+from dentvlm.model.parallel import (
+    gathered_parameters,
+    load_sharded,
+    prepare_for_calls_outside_forward,
+    shard_model,
+)
+from dentvlm.model.step_loss import StepLoss
 from dentvlm.predictions import Prediction
 
 FSDP_SHARDING = ("full", "hybrid")
@@ -66,6 +73,9 @@ class DentVLM(L.LightningModule):
         num_beams: Beam count (1: greedy).
         generate_samples: Validation samples per task and epoch to generate answers for (-1: all);
             `dentvlm test` always generates for every sample.
+        gather_for_generation: Under FSDP2, all-gather the parameters once per `generate` call and keep
+            them until it ends (memory: the whole model per GPU, 15.5 GiB for a 7B in bf16), instead
+            of re-gathering every layer for every new token; False for models that do not fit a GPU.
     """
 
     def __init__(
@@ -92,6 +102,7 @@ class DentVLM(L.LightningModule):
         max_new_tokens: int = 128,
         num_beams: int = 1,
         generate_samples: int = 64,
+        gather_for_generation: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -110,8 +121,7 @@ class DentVLM(L.LightningModule):
         self.eval_loss = torch.nn.ModuleDict()
         # False evaluates the base model: LoRA layers and modules_to_save copies switched off.
         self.use_adapter = True
-        self._step_tokens = torch.zeros((), dtype=torch.long)  # label tokens of the current optimizer step
-        self._step_nonfinite = torch.zeros((), dtype=torch.int)
+        self.step_loss = StepLoss()
 
     # ----- model construction -------------------------------------------------------------
     def configure_model(self) -> None:
@@ -178,6 +188,10 @@ class DentVLM(L.LightningModule):
     def tokenizer(self):
         return self.processor.tokenizer
 
+    @functools.cached_property
+    def pixels(self) -> PixelNormalizer:
+        return PixelNormalizer(self.processor.image_processor)
+
     def resolved_model_path(self):
         return resolve_model_path(self.hparams.model_path)
 
@@ -213,7 +227,7 @@ class DentVLM(L.LightningModule):
     # ----- steps ----------------------------------------------------------------------------
     def loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed cross-entropy over the batch's label tokens, their count); padding rows have none."""
-        inputs, labels = self._with_keepalive(model_inputs(batch), batch["labels"], left=False)
+        inputs, labels = self._with_keepalive(model_inputs(batch, pixels=self.pixels), batch["labels"], left=False)
         with self._adapter_switch():
             return answer_loss(self.network, inputs, labels, batch.get("loss_positions"))
 
@@ -236,36 +250,25 @@ class DentVLM(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Returns the summed loss; `on_before_optimizer_step` divides the gradients by the label
-        tokens of the whole optimizer step (every micro-batch on every rank)."""
+        tokens of the whole optimizer step (every micro-batch on every rank; see `StepLoss`)."""
         loss, tokens = self.loss_terms(batch)
-        self._step_tokens = self._step_tokens + tokens.detach()
-        self._step_nonfinite = self._step_nonfinite + (~torch.isfinite(loss.detach())).int()
-        self.log("train/loss", loss.detach() / tokens.clamp(min=1), prog_bar=True, batch_size=len(batch["meta"]))
+        self.step_loss.add(loss, tokens)
+        self.log("train/loss", loss.detach() / tokens.clamp(min=1), batch_size=len(batch["meta"]))
         return loss
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if batch_idx % self.trainer.accumulate_grad_batches == 0:  # a new optimizer step begins
-            self._step_tokens = torch.zeros((), device=self.device, dtype=torch.long)
-            self._step_nonfinite = torch.zeros((), device=self.device, dtype=torch.int)
+            self.step_loss.start(self.device)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Token-weighted loss across accumulation and ranks (as transformers' `num_items_in_batch`):
-        Lightning divided each micro-batch's summed loss by the accumulation count, DDP/FSDP2 averaged
-        over ranks; rescale so the gradient is that of (sum of token losses) / (global label tokens).
-        One all-reduce per optimizer step also tells every rank whether any loss was non-finite."""
-        totals = torch.stack([self._step_tokens.to(torch.float64), self._step_nonfinite.to(torch.float64)])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(totals)
-        tokens, nonfinite = totals.tolist()
-        if nonfinite:  # every rank raises together: one rank alone would leave the others in a collective
-            raise FloatingPointError(
-                f"non-finite training loss in the micro-batches of optimizer step {self.global_step + 1} (epoch "
-                f"{self.current_epoch}); lower model.learning_rate, check the data, or use float32/bf16"
-            )
-        scale = self.trainer.accumulate_grad_batches * self._data_parallel_size() / max(tokens, 1.0)
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
-            torch._foreach_mul_(grads, scale)
+        step = self.global_step + 1
+        self.step_loss.scale_gradients(self.parameters(), self.trainer.accumulate_grad_batches,
+                                       self._data_parallel_size(), step)
+        if step % max(1, self.trainer.log_every_n_steps) == 0:  # the only host copy, every logging interval
+            self.log("loss", self.step_loss.report(), prog_bar=True, logger=False)
+
+    def on_train_epoch_end(self) -> None:
+        self.step_loss.report()  # a non-finite loss since the last logging interval stops the run here
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         return self._eval_step("val", batch, batch_idx)
@@ -283,18 +286,18 @@ class DentVLM(L.LightningModule):
         loss, tokens = self.loss_terms(batch)
         name = f"{stage}/{task}/loss"
         metric, attribute = self._loss_metric(name)
-        metric.update(loss.detach() / tokens.clamp(min=1), weight=tokens)  # a token-weighted mean
+        metric.update(loss, tokens)
         self.log(name, metric, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False,
                  metric_attribute=attribute)
         generate = stage == "test" or batch_idx < self._generation_batches(batch)  # test: every sample
         predictions = self.predictions(batch) if generate else []
         return {"loss": loss, "predictions": predictions}
 
-    def _loss_metric(self, name: str) -> tuple[MeanMetric, str]:
+    def _loss_metric(self, name: str) -> tuple[TokenMeanLoss, str]:
         """A token-weighted mean per stage and task, made on first use; returns it and its attribute path."""
         key = name.replace("/", "__")
         if key not in self.eval_loss:
-            self.eval_loss[key] = MeanMetric().to(self.device)
+            self.eval_loss[key] = TokenMeanLoss().to(self.device)
         return self.eval_loss[key], f"eval_loss.{key}"
 
     def _generation_batches(self, batch: dict) -> int:
@@ -309,12 +312,19 @@ class DentVLM(L.LightningModule):
     def generate(self, batch: dict) -> list[str]:
         """Answers for the batch's generation prompts (left-padded, KV-cached), with exactly the
         configured settings (`generation_config`)."""
-        inputs, _ = self._with_keepalive(model_inputs(batch, generation=True), None, left=True)
-        with self._adapter_switch():
+        sharded = self._uses_fsdp() and self.trainer.world_size > 1
+        gathered = sharded and self.hparams.gather_for_generation
+        inputs = model_inputs(batch, generation=True, pixels=self.pixels)
+        if sharded:
+            prepare_for_calls_outside_forward(self.network)
+        if sharded and not gathered:  # every forward is collective: the vision tower must run everywhere
+            inputs, _ = self._with_keepalive(inputs, None, left=True)
+        with self._adapter_switch(), gathered_parameters(self.network, gathered):
             output = self.network.generate(
                 **inputs,
-                # Under FSDP every rank must run the same number of forward passes.
-                synced_gpus=self._uses_fsdp() and self.trainer.world_size > 1,
+                # Sharded forwards are collective, so every rank must run as many as the longest answer;
+                # with the parameters gathered for the whole call, each rank stops when its batch is done.
+                synced_gpus=sharded and not gathered,
             )
         return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 

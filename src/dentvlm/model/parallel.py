@@ -15,6 +15,8 @@ rank its shards.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -75,6 +77,39 @@ def vision_tower_class_names(model: torch.nn.Module) -> set[str]:
     tower = model.get_submodule(name)
     tower = getattr(tower, "original_module", tower)
     return {type(tower).__name__}
+
+
+def prepare_for_calls_outside_forward(model: torch.nn.Module) -> None:
+    """FSDP2 sets up its units on the root's first forward. Generation may call inner units first
+    (transformers encodes the images before the first forward; predict runs no loss forward before
+    it), which would set an inner unit up as a root of its own: set up from the root now."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        model._get_fsdp_state()._lazy_init()  # idempotent
+
+
+@contextlib.contextmanager
+def gathered_parameters(model: torch.nn.Module, enabled: bool = True):
+    """Within the block, every FSDP2 unit of `model` holds its full parameters: one all-gather per
+    unit on entry (a collective: every rank must enter), none per forward pass, so ranks may run
+    different numbers of forwards (generation); resharded on exit."""
+    if not enabled:
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    prepare_for_calls_outside_forward(model)
+    for unit in units:
+        unit.unshard()
+        unit.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(True, recurse=False)
 
 
 def load_sharded(load, build_on_meta, prepare, mesh, device: torch.device, **shard_kwargs) -> torch.nn.Module:

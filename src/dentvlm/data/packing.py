@@ -1,0 +1,67 @@
+"""Padding-free training batches: a batch's samples concatenated into one row.
+
+Each sample keeps its own positions (text positions restart at 0, and Qwen-VL's 3D rope positions
+are computed per sample), and attention stays inside each sample: transformers reads the restarting
+text positions as packed sequences and builds a block-diagonal causal mask (sdpa, eager) or varlen
+`cu_seqlens` (flash attention). This is ms-swift's `padding_free` and LLaMA-Factory's `neat_packing`
+for one batch: the batch keeps its sample count, so every rank still runs the same number of steps
+(variable-count packing would break the equal batch counts that FSDP needs), and no token is padding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dentvlm.data.collate import IGNORE_INDEX, Encoded, loss_positions
+
+
+def rope_positions(mm_token_type_ids: torch.Tensor, image_grid_thw: torch.Tensor | None, merge: int) -> torch.Tensor:
+    """(3, L) Qwen2/2.5-VL rope positions (temporal, height, width) of one unpadded sample with images.
+
+    Text tokens count up by one on all three axes; an image of (t, h, w) patches takes
+    t x (h / merge) x (w / merge) tokens whose positions are its grid coordinates offset by the
+    position where it starts, and the text after it continues at start + max(h, w) / merge. This
+    restates transformers' `get_rope_index` (a test checks they agree) so workers can compute it.
+    """
+    types = mm_token_type_ids.tolist()
+    grids = iter(image_grid_thw.tolist() if image_grid_thw is not None else [])
+    pieces, position, index = [], 0, 0
+    while index < len(types):
+        end = index
+        while end < len(types) and types[end] == types[index]:
+            end += 1
+        if types[index] == 0:
+            pieces.append(torch.arange(position, position + end - index).expand(3, -1))
+            position += end - index
+        else:
+            t, h, w = next(grids)
+            h, w = h // merge, w // merge
+            grid = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"))
+            pieces.append(grid.reshape(3, -1) + position)
+            position += max(h, w)
+        index = end
+    return torch.cat(pieces, dim=1)
+
+
+def pack_batch(items: list[Encoded], merge: int) -> dict:
+    """One row holding every item of the batch (see the module docstring).
+
+    Returns the training keys of a collated batch: input_ids, labels, mm_token_type_ids (1, T),
+    position_ids (4, 1, T) — text positions first, then the 3 rope axes — and no attention mask.
+    Padding rows keep their tokens (every rank runs the same work) with labels -100.
+    """
+    ids, labels, types, positions = [], [], [], []
+    for item in items:
+        rope = rope_positions(item.mm_token_type_ids, item.image_grid_thw, merge)
+        ids.append(item.input_ids)
+        labels.append(torch.full_like(item.label_ids, IGNORE_INDEX) if item.is_padding else item.label_ids)
+        types.append(item.mm_token_type_ids)
+        positions.append(torch.cat([torch.arange(len(item)).unsqueeze(0), rope]))
+    batch = {
+        "input_ids": torch.cat(ids).unsqueeze(0),
+        "labels": torch.cat(labels).unsqueeze(0),
+        "mm_token_type_ids": torch.cat(types).unsqueeze(0),
+        "position_ids": torch.cat(positions, dim=1).unsqueeze(1),  # (4, 1, T)
+    }
+    batch["loss_positions"] = loss_positions(batch["labels"])
+    return batch

@@ -1,0 +1,73 @@
+"""Padding-free packing: per-sample rope positions as transformers computes them, and a packed row
+that trains exactly like the same samples padded (loss and every gradient)."""
+
+import pytest
+import torch
+
+from dentvlm.data.collate import pad_batch
+from dentvlm.data.datamodule import DentDataModule
+from dentvlm.data.packing import pack_batch, rope_positions
+from dentvlm.model.inputs import model_inputs
+from dentvlm.model.loss import answer_loss
+from tests.conftest import DEMO_SHARDS
+
+
+@pytest.fixture(scope="module")
+def items(tiny_model_dir):
+    """Demo training examples with 1-8 images of different sizes, a report (long answer) among them."""
+    out = []
+    for task, count in (("classification", 5), ("report", 2)):
+        dm = DentDataModule(shards=str(DEMO_SHARDS), processor_path=str(tiny_model_dir), num_workers=0, task=task)
+        dm.setup()
+        out += [e for _, e in zip(range(count), dm.stream("train", task, training=True))]
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(0)
+    return AutoModelForImageTextToText.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+
+
+def test_rope_positions_are_transformers(items, model):
+    assert len({0 if e.image_grid_thw is None else len(e.image_grid_thw) for e in items}) > 2
+    for item in items:
+        expected, _ = model.model.get_rope_index(item.input_ids[None], item.mm_token_type_ids[None],
+                                                 image_grid_thw=item.image_grid_thw)
+        assert torch.equal(rope_positions(item.mm_token_type_ids, item.image_grid_thw, 2), expected[:, 0])
+
+
+def gradients(model, batch) -> tuple[float, dict]:
+    model.zero_grad()
+    loss, tokens = answer_loss(model, model_inputs(batch), batch["labels"], batch["loss_positions"])
+    (loss / tokens).backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_packed_row_trains_like_the_padded_batch(items, model, attention):
+    model.set_attn_implementation(attention)
+    padded = pad_batch(items, pad_id=0)
+    packed = {**padded, **pack_batch(items, merge=2)}
+    assert packed["input_ids"].shape == (1, sum(len(e) for e in items)) and "attention_mask" not in pack_batch(items, 2)
+    assert (padded["attention_mask"] == 0).sum() > 100  # the padded batch really pads
+    loss_padded, grads_padded = gradients(model, padded)
+    loss_packed, grads_packed = gradients(model, packed)
+    assert loss_packed == pytest.approx(loss_padded, rel=1e-5)
+    assert grads_packed.keys() == grads_padded.keys() and len(grads_padded) > 50
+    for name, grad in grads_padded.items():
+        torch.testing.assert_close(grads_packed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_without_per_sample_positions_the_samples_would_see_each_other(items, model):
+    """The check above can fail: positions that run on across samples (no restart) give another loss."""
+    model.set_attn_implementation("sdpa")
+    packed = pack_batch(items, merge=2)
+    run_on = dict(packed, position_ids=torch.arange(packed["input_ids"].shape[1]).expand(4, 1, -1))
+    batch = {**pad_batch(items, 0), **packed}
+    with torch.no_grad():
+        right = answer_loss(model, model_inputs(batch), batch["labels"])[0]
+        wrong = answer_loss(model, model_inputs({**batch, **run_on}), batch["labels"])[0]
+    assert abs(right.item() - wrong.item()) > 2e-4 * abs(right.item())  # 20x the equality test's tolerance
