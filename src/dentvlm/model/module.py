@@ -208,6 +208,10 @@ class DentVLM(L.LightningModule):
         trainable, total = parameter_counts(self)
         self.print(f"dentvlm: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)"
                    + (" per shard" if self._uses_fsdp() else ""))
+        if self._uses_fsdp():
+            mesh = self._fsdp_mesh()
+            layout = "replicate x shard" if mesh.ndim == 2 else "shard"
+            self.print(f"dentvlm: FSDP2 {self.hparams.fsdp_sharding} sharding over a {tuple(mesh.shape)} mesh ({layout})")
 
     # ----- checkpoints hold trainable weights only ---------------------------------------------
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
