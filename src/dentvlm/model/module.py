@@ -211,7 +211,8 @@ class DentVLM(L.LightningModule):
         if self._uses_fsdp():
             mesh = self._fsdp_mesh()
             layout = "replicate x shard" if mesh.ndim == 2 else "shard"
-            self.print(f"dentvlm: FSDP2 {self.hparams.fsdp_sharding} sharding over a {tuple(mesh.shape)} mesh ({layout})")
+            self.print(f"dentvlm: FSDP2 {self.hparams.fsdp_sharding} sharding over a {tuple(mesh.shape)} mesh "
+                       f"({layout})")
 
     # ----- checkpoints hold trainable weights only ---------------------------------------------
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
