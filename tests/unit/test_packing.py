@@ -71,3 +71,23 @@ def test_without_per_sample_positions_the_samples_would_see_each_other(items, mo
         right = answer_loss(model, model_inputs(batch), batch["labels"])[0]
         wrong = answer_loss(model, model_inputs({**batch, **run_on}), batch["labels"])[0]
     assert abs(right.item() - wrong.item()) > 2e-4 * abs(right.item())  # 20x the equality test's tolerance
+
+
+def test_loss_at_answer_positions_equals_the_full_logits_loss(items, model):
+    """dentvlm projects only the positions that predict an answer token onto the vocabulary; the loss
+    and every gradient equal transformers' own loss over full logits."""
+    model.set_attn_implementation("sdpa")
+    batch = pad_batch(items, pad_id=0)
+    inputs = model_inputs(batch)
+    model.zero_grad()
+    loss, tokens = answer_loss(model, inputs, batch["labels"], batch["loss_positions"])
+    classification = pad_batch(items[:5], pad_id=0)  # short answers: a few positions of each row
+    assert len(classification["loss_positions"]) < classification["input_ids"].shape[1] // 10
+    (loss / tokens).backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    full = model(**inputs, labels=batch["labels"])  # logits at every position, mean over label tokens
+    full.loss.backward()
+    assert (loss / tokens).item() == pytest.approx(full.loss.item(), rel=1e-5)
+    for name, grad in ours.items():
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, rtol=1e-4, atol=1e-6, msg=name)
