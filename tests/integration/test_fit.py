@@ -125,3 +125,13 @@ def test_a_run_that_drops_too_many_checkups_stops_and_says_why(tmp_path, capsys)
     assert re.search(r"training samples dropped this epoch so far .* over data_monitor.max_drop_fraction=0.01.*"
                      r"data.cutoff_len=200", err) and "Traceback" not in err
     main(fit_args(tmp_path / "tolerant", "--data.cutoff_len", "200", "--data_monitor.max_drop_fraction", "0.5"))
+
+
+@pytest.mark.slow
+def test_the_same_command_trains_the_same_weights(trained_run, tmp_path):
+    """The CPU run is deterministic on one machine: a second run of the fixture's command gives
+    bit-identical trainable weights (so README figures can be reproduced, not just approached)."""
+    main(fit_args(tmp_path))
+    first = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    second = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
