@@ -74,7 +74,10 @@ def ensure_env(name: str, root: Path) -> Path:
         print(f"creating {folder} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     print(f"installing {' '.join(requirements)} into {folder} ...", flush=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *requirements], check=True)
+    with (folder / "install.log").open("w") as log:
+        pip = subprocess.run([str(python), "-m", "pip", "install", *requirements], stdout=log, stderr=log)
+    if pip.returncode:
+        raise RuntimeError(f"pip install into {folder} failed; see {folder / 'install.log'}")
     marker.write_text("\n".join(requirements))
     return python
 

@@ -71,7 +71,7 @@ def export_sharegpt(shards: Path, out: Path, task: str = "classification", split
                 continue
             paths = []
             for index in select_images(sample.checkup, maker.image_modalities, maker.max_images):
-                path = f"images/{sample.key}.img{index}.jpg"
+                path = f"images/{sample.checkup.key}.img{index}.jpg"
                 (out / path).write_bytes(sample.images[index])
                 paths.append(path)
             example = maker.example(sample)

@@ -100,8 +100,7 @@ def check_llamafactory(spec: dict) -> dict:
     tokenizer_module = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
     dataset = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
-    train = dataset["train_dataset"]
-    return {"input_ids": train["input_ids"], "labels": train["labels"]}
+    return dataset["train_dataset"].select_columns(["input_ids", "labels"]).to_dict()
 
 
 def content_parts(text: str) -> list[dict]:
