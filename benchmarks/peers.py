@@ -146,6 +146,7 @@ def measure(result: dict, start: float, end: float, rss_kib: int, warmup: int) -
         "rate": sum(s["samples"] for s in steady) / (steps[-1]["time"] - steps[warmup - 1]["time"]),
         "wall": end - start, "first_step": steps[0]["time"] - start, "rss_mib": rss_kib / 1024,
         "padding": 1 - sum(s["real"] for s in steps) / sum(s["slots"] for s in steps),
+        "padding_rows": sum(s.get("padding_rows", 0) for s in steps) / sum(s["slots"] for s in steps),
         "trainable": result["trainable"], "dtype": result["dtype"], "steps": len(steps),
         "loss_first": losses[0] if losses else float("nan"),
         "loss_last": statistics.mean(losses[-5:]) if losses else float("nan"),
@@ -198,15 +199,15 @@ def table(results: dict[str, list[dict]], dentvlm: list[str]) -> list[str]:
         return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
     lines = [f"| {'tool':<22} | runs | steady samples/s, median [min-max] | wall s | first step s | peak RSS MiB "
-             "| padding | trainable | loss first -> last 5 |",
+             "| padding (rows) | trainable | loss first -> last 5 |",
              f"|{'-' * 24}|------|------------------------------------|--------|--------------|--------------"
-             "|---------|-----------|----------------------|"]
+             "|----------------|-----------|----------------------|"]
     for name, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "first_step", "rss_mib", "padding",
-                                                                    "loss_first", "loss_last")}
+                                                                    "padding_rows", "loss_first", "loss_last")}
         lines.append(f"| {name:<22} | {len(runs):>4} | {spread([r['rate'] for r in runs], '{:.2f}'):<34} | "
                      f"{med['wall']:6.1f} | {med['first_step']:12.1f} | {med['rss_mib']:12.0f} | "
-                     f"{med['padding']:6.1%} | {runs[0]['trainable']:>9,} | "
+                     f"{med['padding']:6.1%} ({med['padding_rows']:4.1%}) | {runs[0]['trainable']:>9,} | "
                      f"{med['loss_first']:.2f} -> {med['loss_last']:.2f}{'':<8} |")
     lines.append("")
     for ours in dentvlm:
@@ -283,6 +284,9 @@ def main() -> None:
           f"every language-model linear layer, fp32, image pixels {spec['min_pixels']}-{spec['max_pixels']}, "
           f"1 DataLoader worker, OMP_NUM_THREADS=1, {args.pairs} interleaved pairs")
     print("\n".join(table(results, list(args.dentvlm))))
+    print("first step: process start to the end of the first optimizer step; padding: token positions of the "
+          "training batches without a training token, (rows): of them in dentvlm's padding rows (repeats without "
+          "labels that fill every epoch to whole batches); samples/s counts training samples only")
     print("load average (1/5/15 min) before each pair and at the end: "
           + ", ".join("/".join(f"{x:.2f}" for x in load) for load in loads))
     print(f"uptime at end: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")

@@ -36,7 +36,7 @@ class StepClock(L.Callback):
         # Padding rows (repeats that even out ranks) are wasted positions, not training samples.
         mask, padding = batch["attention_mask"], batch["is_padding"]
         self.pending = {"samples": int((~padding).sum()), "real": int(mask[~padding].sum()),
-                        "slots": int(mask.numel())}
+                        "slots": int(mask.numel()), "padding_rows": int(mask[padding].sum())}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = trainer.callback_metrics.get("train/loss")
