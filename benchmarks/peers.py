@@ -205,9 +205,10 @@ def table(results: dict[str, list[dict]], dentvlm: list[str]) -> list[str]:
     for name, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "first_step", "rss_mib", "padding",
                                                                     "padding_rows", "loss_first", "loss_last")}
+        padding = f"{med['padding']:.1%} ({med['padding_rows']:.1%})"
         lines.append(f"| {name:<22} | {len(runs):>4} | {spread([r['rate'] for r in runs], '{:.2f}'):<34} | "
                      f"{med['wall']:6.1f} | {med['first_step']:12.1f} | {med['rss_mib']:12.0f} | "
-                     f"{med['padding']:6.1%} ({med['padding_rows']:4.1%}) | {runs[0]['trainable']:>9,} | "
+                     f"{padding:>14} | {runs[0]['trainable']:>9,} | "
                      f"{med['loss_first']:.2f} -> {med['loss_last']:.2f}{'':<8} |")
     lines.append("")
     for ours in dentvlm:
