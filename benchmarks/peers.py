@@ -19,8 +19,10 @@ pixel bounds, cutoff length, one DataLoader worker and OMP_NUM_THREADS=1 for all
 
 Steady samples/s comes from per-step timestamps after the warm-up steps; wall time is the whole
 process (imports, data preparation, model loading, training); peak RSS is the largest process of the
-run (trainer or its worker); padding is the share of token positions in the training batches that
-hold no training token (pad tokens, and dentvlm's rank-evening padding rows).
+run (trainer or its worker); steady CPU ms/sample is the CPU time of trainer and worker after the
+warm-up per sample (a check on samples/s when other jobs share the machine); padding is the share of
+token positions in the training batches that hold no training token (pad tokens, and dentvlm's
+rank-evening padding rows).
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def dentvlm_config(spec: dict, clock: Path, root: Path) -> dict:
             "num_sanity_val_steps": 0, "gradient_clip_val": 1.0, "log_every_n_steps": 10, "logger": False,
             "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
             "default_root_dir": str(root),
-            "callbacks": [{"class_path": "peers_clock.StepClock", "init_args": {"out": str(clock)}}],
+            "callbacks": [{"class_path": "peers_clock.StepClock",
+                           "init_args": {"out": str(clock), "warmup": spec["warmup"], "steps": spec["steps"]}}],
         },
         "model": {
             "model_path": spec["model"], "finetune": "lora", "vision": "frozen", "lora_rank": spec["lora_rank"],
@@ -141,9 +144,11 @@ def measure(result: dict, start: float, end: float, rss_kib: int, warmup: int) -
     if len(steps) <= warmup:
         raise ValueError(f"{len(steps)} steps recorded, not more than the {warmup} warm-up steps")
     steady = steps[warmup:]
+    samples = sum(s["samples"] for s in steady)
     losses = [s["loss"] for s in steps if s.get("loss") is not None]
     return {
-        "rate": sum(s["samples"] for s in steady) / (steps[-1]["time"] - steps[warmup - 1]["time"]),
+        "rate": samples / (steps[-1]["time"] - steps[warmup - 1]["time"]),
+        "cpu_ms": 1000 * (steps[-1]["cpu"] - steps[warmup - 1]["cpu"]) / samples,
         "wall": end - start, "first_step": steps[0]["time"] - start, "rss_mib": rss_kib / 1024,
         "padding": 1 - sum(s["real"] for s in steps) / sum(s["slots"] for s in steps),
         "padding_rows": sum(s.get("padding_rows", 0) for s in steps) / sum(s["slots"] for s in steps),
@@ -198,15 +203,16 @@ def table(results: dict[str, list[dict]], dentvlm: list[str]) -> list[str]:
     def spread(values, fmt):
         return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
-    lines = [f"| {'tool':<22} | runs | steady samples/s, median [min-max] | wall s | first step s | peak RSS MiB "
-             "| padding (rows) | trainable | loss first -> last 5 |",
-             f"|{'-' * 24}|------|------------------------------------|--------|--------------|--------------"
-             "|----------------|-----------|----------------------|"]
+    lines = [f"| {'tool':<22} | runs | steady samples/s, median [min-max] | steady CPU ms/sample | wall s "
+             "| first step s | peak RSS MiB | padding (rows) | trainable | loss first -> last 5 |",
+             f"|{'-' * 24}|------|------------------------------------|---------------------|--------"
+             "|--------------|--------------|----------------|-----------|----------------------|"]
     for name, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "first_step", "rss_mib", "padding",
                                                                     "padding_rows", "loss_first", "loss_last")}
         padding = f"{med['padding']:.1%} ({med['padding_rows']:.1%})"
         lines.append(f"| {name:<22} | {len(runs):>4} | {spread([r['rate'] for r in runs], '{:.2f}'):<34} | "
+                     f"{spread([r['cpu_ms'] for r in runs], '{:.0f}'):<19} | "
                      f"{med['wall']:6.1f} | {med['first_step']:12.1f} | {med['rss_mib']:12.0f} | "
                      f"{padding:>14} | {runs[0]['trainable']:>9,} | "
                      f"{med['loss_first']:.2f} -> {med['loss_last']:.2f}{'':<8} |")
@@ -216,9 +222,11 @@ def table(results: dict[str, list[dict]], dentvlm: list[str]) -> list[str]:
             if peer in dentvlm:
                 continue
             rate = [a["rate"] / b["rate"] for a, b in zip(results[ours], runs)]
+            cpu = [b["cpu_ms"] / a["cpu_ms"] for a, b in zip(results[ours], runs)]
             rss = [a["rss_mib"] / b["rss_mib"] for a, b in zip(results[ours], runs)]
             lines.append(f"{ours} / {peer}: samples/s {statistics.median(rate):.2f}x (per pair {min(rate):.2f}-"
-                         f"{max(rate):.2f}), peak RSS {statistics.median(rss):.2f}x")
+                         f"{max(rate):.2f}), samples per CPU second {statistics.median(cpu):.2f}x (per pair "
+                         f"{min(cpu):.2f}-{max(cpu):.2f}), peak RSS {statistics.median(rss):.2f}x")
     return lines
 
 
@@ -277,6 +285,7 @@ def main() -> None:
             run = run_once(variant, args.dentvlm.get(variant), spec, pythons, work)
             results[variant].append(run)
             print(f"pair {pair + 1}/{args.pairs} {variant:<22} {run['rate']:6.2f} samples/s, "
+                  f"{run['cpu_ms']:4.0f} CPU ms/sample, "
                   f"wall {run['wall']:5.1f} s, padding {run['padding']:.1%}, peak RSS {run['rss_mib']:.0f} MiB, "
                   f"{run['steps']} steps, trainable {run['trainable']:,} ({run['dtype']})", flush=True)
     loads.append(os.getloadavg())
@@ -285,6 +294,8 @@ def main() -> None:
           f"every language-model linear layer, fp32, image pixels {spec['min_pixels']}-{spec['max_pixels']}, "
           f"1 DataLoader worker, OMP_NUM_THREADS=1, {args.pairs} interleaved pairs")
     print("\n".join(table(results, list(args.dentvlm))))
+    print("steady CPU ms/sample: CPU time of the trainer and its worker after the warm-up, per training sample "
+          "(less disturbed by other jobs than samples/s)")
     print("first step: process start to the end of the first optimizer step; padding: token positions of the "
           "training batches without a training token, (rows): of them in dentvlm's padding rows (repeats without "
           "labels that fill every epoch to whole batches); samples/s counts training samples only")

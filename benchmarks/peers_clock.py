@@ -8,10 +8,11 @@ the step, the training samples in the batch, and its real and total token positi
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import lightning as L
+
+from peers_runner import step_record
 
 
 class StepClock(L.Callback):
@@ -19,10 +20,12 @@ class StepClock(L.Callback):
 
     Args:
         out: JSON file to write.
+        warmup: Warm-up steps (CPU time is read at their end).
+        steps: Training steps (CPU time is read at the last).
     """
 
-    def __init__(self, out: str):
-        self.out = Path(out)
+    def __init__(self, out: str, warmup: int, steps: int):
+        self.out, self.warmup, self.total = Path(out), warmup, steps
         self.steps: list[dict] = []
         self.pending: dict = {}
         self.trainable, self.dtype = 0, ""
@@ -40,7 +43,8 @@ class StepClock(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = trainer.callback_metrics.get("train/loss")
-        self.steps.append({"time": time.time(), **self.pending, "loss": float(loss) if loss is not None else None})
+        self.pending["loss"] = float(loss) if loss is not None else None
+        self.steps.append(step_record(len(self.steps) + 1, self.warmup, self.total, self.pending))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.out.write_text(json.dumps({"steps": self.steps, "trainable": self.trainable, "dtype": self.dtype}))

@@ -11,17 +11,45 @@ dentvlm's. Only the standard library is imported at the top: the rest comes from
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
 from pathlib import Path
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, its joined children and its live children (the
+    DataLoader worker): less disturbed by other jobs on the machine than wall time. Linux /proc."""
+    times = os.times()
+    total = times.user + times.system + times.children_user + times.children_system
+    me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # from field 3 (state): ppid, ..., utime, stime
+        if int(fields[1]) == me:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def step_record(step: int, warmup: int, steps: int, pending: dict) -> dict:
+    """A step's record: its end time and batch figures; CPU time at the end of the warm-up and of the
+    last step only (reading /proc takes milliseconds)."""
+    record = {"time": time.time(), **pending}
+    if step in (warmup, steps):
+        record["cpu"] = tree_cpu_seconds()
+    return record
+
+
 class Recorder:
     """Per-step records, filled by a patched `Trainer.training_step` (the batch) and a callback
     (the time after the optimizer step)."""
 
-    def __init__(self):
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.total = warmup, steps
         self.steps: list[dict] = []
         self.pending: dict = {}
         self.trainable = 0
@@ -52,7 +80,8 @@ class Recorder:
                 recorder.dtype = str(params[0].dtype) if params else ""
 
             def on_step_end(self, args, state, control, **kwargs):
-                recorder.steps.append({"time": time.time(), **recorder.pending})
+                recorder.steps.append(step_record(len(recorder.steps) + 1, recorder.warmup, recorder.total,
+                                                  recorder.pending))
 
         return StepClock()
 
@@ -82,7 +111,7 @@ def llamafactory_args(spec: dict, grouped: bool) -> dict:
 def run_llamafactory(spec: dict, grouped: bool) -> dict:
     import transformers
 
-    recorder = Recorder()
+    recorder = Recorder(spec["warmup"], spec["steps"])
     recorder.patch(transformers.Trainer)
     from llamafactory.train.tuner import run_exp
 
@@ -175,7 +204,7 @@ def trl_trainer(spec: dict, recorder: Recorder | None):
 def run_trl(spec: dict) -> dict:
     import transformers
 
-    recorder = Recorder()
+    recorder = Recorder(spec["warmup"], spec["steps"])
     recorder.patch(transformers.Trainer)
     trainer, _ = trl_trainer(spec, recorder)
     trainer.train()
