@@ -33,7 +33,9 @@ def test_evaluation_sees_every_sample_once_with_equal_batches_per_rank(small_sha
     assert len({len(b) for b in per_rank}) == 1
     seen = [k for batches in per_rank for k in keys(batches, padding=False)]
     assert len(seen) == expected and len(set(seen)) == expected
-    assert all(len(b) == 2 for batches in per_rank for b in batches)  # whole batches only
+    for batches in per_rank:  # whole batches, but the last of each worker may be short (no needless padding)
+        workers = max(1, workers)
+        assert all(len(b) == 2 for b in batches[:-workers]) and all(1 <= len(b) <= 2 for b in batches)
 
 
 def test_more_workers_than_samples_still_yields_equal_batches(small_shards):
@@ -106,7 +108,8 @@ def test_dropped_samples_are_counted_and_padding_spreads_over_distinct_checkups(
     dropped = every[1::2][: len(every) // 2]  # half of the split cannot be encoded
     stream.make_example = DropSome(stream.make_example, dropped)
     examples = list(stream)
-    assert len(examples) == stream.samples_per_worker  # batch counts do not change
+    batches = -(-len(examples) // stream.batch_size)
+    assert batches == stream.samples_per_worker // stream.batch_size  # batch counts do not change
     real = [e for e in examples if not e.is_padding]
     padding = [e for e in examples if e.is_padding]
     assert {e.key for e in real} == set(every) - set(dropped)
@@ -149,7 +152,7 @@ def test_length_grouping_does_not_group_labels():
 
     ungrouped = label_purity(examples, 4)  # chance: 4 / 4^4, about 1.6%
     assert purity(len, 1) > ungrouped + 0.1  # the old grouping: exact sorting by total length
-    assert purity(lambda e: e.prompt_len, 64) <= ungrouped + 0.03
+    assert purity(lambda e: e.prompt_len, 8) <= ungrouped + 0.03  # dentvlm's default bucket
 
 
 def test_persistent_workers_follow_the_epoch(small_shards):
@@ -164,3 +167,12 @@ def test_persistent_workers_follow_the_epoch(small_shards):
     persistent = [keys(list(loader), False), keys(list(loader), False)]
     assert loader._iterator is not None  # the same workers served both epochs
     assert persistent == fresh and fresh[0] != fresh[1]
+
+
+def test_one_process_pads_nothing_when_a_short_last_batch_will_do(small_shards):
+    dm = DentDataModule(shards=str(small_shards), batch_size=5, num_workers=0)  # 24 training checkups
+    stream = dm.stream("train", "classification", training=True)
+    examples = list(stream)
+    assert not any(e.is_padding for e in examples)
+    assert len(examples) == dm.split_size("train", "classification") and len(examples) % 5  # a short last batch
+    assert len(dm._loader(stream)) == -(-len(examples) // 5)

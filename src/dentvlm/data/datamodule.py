@@ -179,7 +179,7 @@ class DentDataModule(L.LightningDataModule):
         prefetch_factor: int = 2,
         shuffle_buffer: int = 256,
         group_by_length: int = 8,
-        length_bucket: int = 64,
+        length_bucket: int = 8,
         packing: bool = False,
         seed: int = 0,
         processor_path: str | None = None,

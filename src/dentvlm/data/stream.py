@@ -2,13 +2,14 @@
 
 Uneven ranks are the classic webdataset hang under DDP/FSDP: one rank runs out of data and stops
 calling the collectives the others wait in. Here every worker of every rank yields exactly
-`samples_per_worker` samples (a multiple of the batch size), known before reading from the
-manifest's per-shard counts:
+`samples_per_worker / batch_size` batches (the last one possibly short), known before reading from
+the manifest's per-shard counts:
 
 - evaluation, and training with fewer shards than workers: every worker reads the shards in the
   same order and keeps eligible sample i when i % total_workers == its global id (each sample
-  exactly once); workers short of samples repeat their own samples, flagged as padding (their
-  labels are all -100: they never train or score; they only keep every rank in step).
+  exactly once); a worker short of a batch repeats its own samples, flagged as padding (their
+  labels are all -100: they never train or score; they only keep every rank in step), but only
+  as many as its last batch needs to exist: a short last batch is fine, an absent one is not.
 - training with at least as many shards as workers: shards are dealt out round-robin from a
   per-epoch permutation; workers stop at the common length or pad up to it.
 """
@@ -106,12 +107,14 @@ class CheckupStream(IterableDataset):
 
     @property
     def samples_per_worker(self) -> int:
-        """Samples every worker yields: its fair share, rounded up to whole batches."""
+        """Room every worker has: its fair share, rounded up to whole batches (it yields that many
+        batches; the last one may be short)."""
         share = math.ceil(self.total_eligible / self.total_workers)
         return math.ceil(share / self.batch_size) * self.batch_size
 
     def __len__(self) -> int:
-        """Samples this rank yields per epoch (all of its workers together)."""
+        """Batch slots of this rank per epoch (all of its workers together): the DataLoader's length
+        is this / batch_size, exactly the batches it yields."""
         return max(1, self.num_workers) * self.samples_per_worker
 
     def _deal_shards(self) -> bool:
@@ -167,10 +170,13 @@ class CheckupStream(IterableDataset):
                                  f"{shard.eligible}; rebuild the shards or their manifest")
 
     def _padded(self, own: Iterator[ShardSample], length: int, worker: int) -> Iterator[Any]:
-        """`length` examples: the worker's own, then padding rows. A dropped sample (make_example
-        returned None) is counted on the next example (`dropped_before`) and padding takes its place."""
+        """Up to `length` examples of the worker's own, then padding rows only as far as its batch
+        count needs (`length` / batch_size batches, the last at least one row long). A dropped sample
+        (make_example returned None) is counted on a neighbouring example (`dropped_before`)."""
+        minimum = length - self.batch_size + 1
         pool = _PaddingPool(PADDING_POOL, random.Random(f"{self.seed}:padding:{self.epoch}:{worker}"))
         count = dropped = 0
+        held = None  # one example held back, so that drops after the last one are still reported
         for sample in own:
             if count == length:  # dealt shards can hold more than the common length
                 break
@@ -178,13 +184,19 @@ class CheckupStream(IterableDataset):
             if example is None:
                 dropped += 1
                 continue
+            if held is not None:
+                yield held
             example.dropped_before, dropped = dropped, 0
+            held = example
             pool.offer(sample)
-            yield example
             count += 1
-        if count < length and not pool.samples:
+        if held is not None:
+            if count >= minimum:  # no padding row follows to carry them
+                held.dropped_before, dropped = held.dropped_before + dropped, 0
+            yield held
+        if count < minimum and not pool.samples:
             pool.offer(self._fallback_sample(worker))
-        for sample in pool.draw(length - count):
+        for sample in pool.draw(max(0, minimum - count)):
             example = self.make_example(sample, True)
             if example is None:
                 raise ValueError(f"worker {worker}: no sample of this split can be encoded to pad with "
@@ -220,8 +232,10 @@ class CheckupStream(IterableDataset):
         rng.shuffle(buffer)
         buffer.sort(key=lambda example: self.length_of(example) // self.length_bucket)
         batches = [buffer[i : i + self.batch_size] for i in range(0, len(buffer), self.batch_size)]
-        rng.shuffle(batches)
-        for batch in batches:
+        short = [b for b in batches if len(b) < self.batch_size]  # only the worker's last: it stays last
+        full = [b for b in batches if len(b) == self.batch_size]
+        rng.shuffle(full)
+        for batch in full + short:
             yield from batch
 
 
