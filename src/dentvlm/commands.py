@@ -139,3 +139,53 @@ def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto", 
 
     path = export_checkpoint(checkpoint, out, merge=merge, dtype=dtype, verify=verify)
     print(f"dentvlm export: wrote {'merged model' if merge else 'adapter'} to {path}", file=sys.stderr)
+
+
+def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = "DENTVLM_API_KEY",
+          max_batch_size: int = 8, batch_timeout: float = 0.05, max_new_tokens: int = 1024,
+          max_tokens: int | None = None, temperature: float = 0.0, max_images: int = 32,
+          max_image_bytes: int = 20_000_000, max_image_pixels: int = 40_000_000,
+          max_request_bytes: int = 200_000_000, cutoff_len: int = 4096, min_pixels: int | None = None,
+          max_pixels: int | None = None, context_len: int | None = None, dtype: str = "auto",
+          accelerator: str = "auto", devices: int | str = "auto", workers_per_device: int = 1,
+          timeout: float = 300.0, log_level: str = "warning") -> None:
+    """Serve a checkpoint, export or model folder as an OpenAI-compatible chat completions API (LitServe).
+
+    Args:
+        checkpoint: A checkpoint (runs/.../checkpoints/last.ckpt or its folder), an adapter or merged
+            export, or a Hugging Face model folder ("tiny": the tiny base model).
+        host: Address to bind: 127.0.0.1 (this machine only), 0.0.0.0 or :: (every interface).
+        port: TCP port (1024-65535); clients use base URL http://HOST:PORT/v1.
+        api_key_env: Environment variable whose value clients must send as ``Authorization: Bearer``
+            (unset or empty: no key). The key is never read from a flag or a config file.
+        max_batch_size: Requests generated together in one batch.
+        batch_timeout: Seconds a batch waits to fill before it runs.
+        max_new_tokens: Largest max_tokens a request may ask for.
+        max_tokens: max_tokens of a request that sets none (default: the training run's model.max_new_tokens).
+        temperature: Temperature of a request that sets none (0: greedy, as `dentvlm test`).
+        max_images: Images per request (more: HTTP 400).
+        max_image_bytes: Bytes per decoded image (more: HTTP 413).
+        max_image_pixels: Pixels per image, checked before decoding (more: HTTP 400).
+        max_request_bytes: Bytes per request body (more: HTTP 413).
+        cutoff_len: Image budget as in data.cutoff_len: a request's images are scaled down together so that
+            they and the text fit this many tokens (not below min_pixels).
+        min_pixels: Minimum pixels per image (None: the processor's own), as data.min_pixels.
+        max_pixels: Maximum pixels per image (None: the processor's own), as data.max_pixels.
+        context_len: Longest prompt + answer (None: the model's max_position_embeddings); longer: HTTP 400.
+        dtype: Weight dtype: auto (as saved), float32, bfloat16 or float16.
+        accelerator: auto, cpu, cuda or mps.
+        devices: Devices to serve on (one inference worker each), or auto.
+        workers_per_device: Inference workers (model copies) per device.
+        timeout: Seconds a request may wait in the queue before HTTP 504.
+        log_level: Server log level (info shows every request line).
+    """
+    settings = dict(locals())
+    from dentvlm.serve.server import serve as run_server
+
+    # `kill` shuts down like Ctrl+C: LitServe's shutdown after any other exception waits forever on a
+    # manager connection that the signal interrupted.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        run_server(**settings)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
