@@ -189,3 +189,53 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
         run_server(**settings)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def predict(checkpoint: str, source: str, out: str, tasks: list[str] | None = None, image_root: str | None = None,
+            batch_size: int = 4, max_new_tokens: int | None = None, multi_label: bool | None = None,
+            modality: str | None = None, image_modalities: list[str] | None = None, max_images: int | None = None,
+            image_long_side: int | None = None, jpeg_quality: int = 90, max_source_pixels: int = 80_000_000,
+            device: str = "auto", dtype: str = "auto", strict: bool = False, overwrite: bool = False) -> None:
+    """Answer for new checkups (no diagnosis yet): one JSONL line per checkup, keyed by your checkup_id.
+
+    Prompts, classes and image handling follow the checkpoint's training run (its config.yaml and
+    labels.json) unless a flag says otherwise; images are prepared as `dentvlm shard` prepares them.
+
+    Args:
+        checkpoint: A checkpoint (runs/.../checkpoints/last.ckpt or its folder), or an adapter or merged export.
+        source: A folder in the COde layout (complete_dataset.csv without or with an empty anomalies_en,
+            + Images/), or a .csv or .jsonl file of checkups (checkup_id, patient text fields,
+            photographs, radiographs).
+        out: New folder for predictions.jsonl and summary.json.
+        tasks: classification and/or report (default: the task the checkpoint was trained for).
+        image_root: Folder that a .csv/.jsonl file's image paths are relative to (default: the file's folder);
+            paths that leave it are refused.
+        batch_size: Checkups generated together.
+        max_new_tokens: Answer length limit (default: the training run's model.max_new_tokens).
+        multi_label: Multi-label classification prompt (default: the training run's).
+        modality: both, images or text (default: the training run's).
+        image_modalities: Image kinds shown, in order (default: the training run's).
+        max_images: Images shown per checkup (default: the training run's).
+        image_long_side: Images are resized so their longer side is at most this (default: the training
+            shards' --image_long_side, else 1024).
+        jpeg_quality: JPEG quality images are stored at before the model reads them (as in shards).
+        max_source_pixels: Source images declaring more pixels are refused (decompression bombs).
+        device: auto (a GPU when there is one), cpu, cuda, cuda:1, ...
+        dtype: Weight dtype: auto (as saved), float32, bfloat16 or float16.
+        strict: Stop at the first bad row or image instead of skipping and counting it.
+        overwrite: Replace `out` if it holds files.
+    """
+    from dentvlm.ingest.images import ImagePolicy
+    from dentvlm.predict.run import predict_folder, training_long_side
+
+    long_side = image_long_side or training_long_side(checkpoint) or 1024
+    overrides = {"multi_label": multi_label, "modality": modality, "image_modalities": image_modalities,
+                 "max_images": max_images}
+    summary = predict_folder(checkpoint, source, out, tasks, overrides, image_root,
+                             ImagePolicy(long_side, jpeg_quality, max_source_pixels), batch_size, max_new_tokens,
+                             device, dtype, strict, overwrite)
+    checkups, images = summary["checkups"], summary["images"]
+    skipped = "; ".join(f"{k}: {v}" for k, v in {**checkups["skipped"], **images["skipped"]}.items())
+    print(f"dentvlm predict: {checkups['predicted']} of {checkups['read']} checkups predicted, {images['used']} images "
+          f"used{'; skipped ' + skipped if skipped else ''}; wrote {out}/predictions.jsonl and summary.json",
+          file=sys.stderr)
