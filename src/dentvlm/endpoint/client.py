@@ -158,8 +158,12 @@ def retry_after(headers) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        moment = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, moment.timestamp() - time.time()) if moment else None
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
 
 
 def _message(exc) -> str:
