@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -33,12 +34,16 @@ class Asker:
 
     def __init__(self, client: EndpointClient, encoder, settings: EndpointSettings):
         self.client, self.encoder, self.settings = client, encoder, settings
+        # Hugging Face fast tokenizers are not safe to share between threads ("Already borrowed").
+        self.tokenizer_lock = threading.Lock()
 
     def __call__(self, example: Example) -> tuple[Completion, str]:
-        images = self.encoder.sized(example)[0] if self.settings.resolution == "model" else example.images
         question = example.messages[:-1]  # the last turn is the reference answer
+        with self.tokenizer_lock:
+            images = self.encoder.sized(example)[0] if self.settings.resolution == "model" else example.images
+            prompt = self.prompt_text(question)
         messages = to_openai_messages(question, images, self.settings.image_format, self.settings.jpeg_quality)
-        return self.client.complete(messages), self.prompt_text(question)
+        return self.client.complete(messages), prompt
 
     def prompt_text(self, turns: list[dict]) -> str:
         """The prompt as the local model's results show it (its tokens decoded, special tokens dropped)."""

@@ -7,6 +7,7 @@ inference worker, to encode the request exactly as `dentvlm test` encodes an eva
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ class RequestReader:
 
     def __init__(self, encoder: ChatEncoder, limits: ServingLimits):
         self.encoder, self.limits = encoder, limits
+        # Checks run in several threads; Hugging Face fast tokenizers must not be shared between them.
+        self.tokenizer_lock = threading.Lock()
 
     def decoding(self, request: Any) -> Decoding:
         """The request's decoding settings (OpenAI semantics: temperature 0 is greedy)."""
@@ -81,7 +84,8 @@ class RequestReader:
         """Raise `BadChatRequest` for a request that must not reach a batch."""
         decoding = self.decoding(request)
         example = self.example(request)
-        _, tokens = self.encoder.sized(example)
+        with self.tokenizer_lock:
+            _, tokens = self.encoder.sized(example)
         if tokens + decoding.max_new_tokens > self.encoder.context_len:
             raise BadChatRequest(f"the prompt takes {tokens} tokens (images included); with "
                                  f"max_tokens {decoding.max_new_tokens} that passes the model's context of "
