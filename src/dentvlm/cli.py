@@ -1,6 +1,6 @@
-"""`dentvlm` entry point: Lightning's fit/validate/test/predict for `DentVLM` + `DentDataModule`,
-and the data and export tools (synth, shard, tiny, export) as plain functions whose signatures are
-their flags."""
+"""`dentvlm` entry point: Lightning's fit/validate/test for `DentVLM` + `DentDataModule`, and the
+data, export, serving and prediction tools (synth, shard, tiny, export, serve, predict) as plain
+functions whose signatures are their flags."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from jsonargparse import CLI
 
 from dentvlm.cli_errors import ToolParser, debug_requested, is_expected, report
 
-TOOLS = ("synth", "shard", "tiny", "export")
-TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+TOOLS = ("synth", "shard", "tiny", "export", "serve", "predict")
+TRAINER_COMMANDS = ("fit", "validate", "test")
 USAGE = """usage: dentvlm COMMAND [options]
 
 data:
@@ -22,10 +22,12 @@ data:
 model:
   fit        fine-tune (dentvlm fit --config configs/tiny.yaml)
   validate   run validation once
-  test       evaluate on the test split
-  predict    generate answers for the test split
+  test       evaluate on the test split (the local model, or an OpenAI-compatible endpoint)
   tiny       build the embedded tiny Qwen2.5-VL model folder
   export     turn a checkpoint folder into an adapter or a merged Hugging Face model
+use:
+  serve      serve a checkpoint as an OpenAI-compatible chat completions API
+  predict    answer for new checkups (a COde-layout folder, or a CSV/JSONL of checkups)
 
 Run `dentvlm COMMAND --help` for a command's options. Trainer commands take repeatable
 --config files, `--print_config`, and DENTVLM_<COMMAND>__<KEY> environment overrides

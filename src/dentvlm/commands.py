@@ -140,3 +140,103 @@ def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto", 
 
     path = export_checkpoint(checkpoint, out, merge=merge, dtype=dtype, verify=verify)
     print(f"dentvlm export: wrote {'merged model' if merge else 'adapter'} to {path}", file=sys.stderr)
+
+
+def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = "DENTVLM_API_KEY",
+          max_batch_size: int = 8, batch_timeout: float = 0.05, max_new_tokens: int = 1024,
+          max_tokens: int | None = None, temperature: float = 0.0, max_images: int = 32,
+          max_image_bytes: int = 20_000_000, max_image_pixels: int = 40_000_000,
+          max_request_bytes: int = 200_000_000, cutoff_len: int = 4096, min_pixels: int | None = None,
+          max_pixels: int | None = None, context_len: int | None = None, dtype: str = "auto",
+          accelerator: str = "auto", devices: int | str = "auto", workers_per_device: int = 1,
+          timeout: float = 300.0, log_level: str = "warning") -> None:
+    """Serve a checkpoint, export or model folder as an OpenAI-compatible chat completions API (LitServe).
+
+    Args:
+        checkpoint: A checkpoint (runs/.../checkpoints/last.ckpt or its folder), an adapter or merged
+            export, or a Hugging Face model folder ("tiny": the tiny base model).
+        host: Address to bind: 127.0.0.1 (this machine only), 0.0.0.0 or :: (every interface).
+        port: TCP port (1024-65535); clients use base URL http://HOST:PORT/v1.
+        api_key_env: Environment variable whose value clients must send as ``Authorization: Bearer``
+            (unset or empty: no key). The key is never read from a flag or a config file.
+        max_batch_size: Requests generated together in one batch.
+        batch_timeout: Seconds a batch waits to fill before it runs.
+        max_new_tokens: Largest max_tokens a request may ask for.
+        max_tokens: max_tokens of a request that sets none (default: the training run's model.max_new_tokens).
+        temperature: Temperature of a request that sets none (0: greedy, as `dentvlm test`).
+        max_images: Images per request (more: HTTP 400).
+        max_image_bytes: Bytes per decoded image (more: HTTP 413).
+        max_image_pixels: Pixels per image, checked before decoding (more: HTTP 400).
+        max_request_bytes: Bytes per request body (more: HTTP 413).
+        cutoff_len: Image budget as in data.cutoff_len: a request's images are scaled down together so that
+            they and the text fit this many tokens (not below min_pixels).
+        min_pixels: Minimum pixels per image (None: the processor's own), as data.min_pixels.
+        max_pixels: Maximum pixels per image (None: the processor's own), as data.max_pixels.
+        context_len: Longest prompt + answer (None: the model's max_position_embeddings); longer: HTTP 400.
+        dtype: Weight dtype: auto (as saved), float32, bfloat16 or float16.
+        accelerator: auto, cpu, cuda or mps.
+        devices: Devices to serve on (one inference worker each), or auto.
+        workers_per_device: Inference workers (model copies) per device.
+        timeout: Seconds a request may wait in the queue before HTTP 504.
+        log_level: Server log level (info shows every request line).
+    """
+    settings = dict(locals())
+    from dentvlm.serve.server import serve as run_server
+
+    # `kill` shuts down like Ctrl+C: LitServe's shutdown after any other exception waits forever on a
+    # manager connection that the signal interrupted.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        run_server(**settings)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def predict(checkpoint: str, source: str, out: str, tasks: list[str] | None = None, image_root: str | None = None,
+            batch_size: int = 4, max_new_tokens: int | None = None, multi_label: bool | None = None,
+            modality: str | None = None, image_modalities: list[str] | None = None, max_images: int | None = None,
+            image_long_side: int | None = None, jpeg_quality: int = 90, max_source_pixels: int = 80_000_000,
+            device: str = "auto", dtype: str = "auto", strict: bool = False, overwrite: bool = False) -> None:
+    """Answer for new checkups (no diagnosis yet): one JSONL line per checkup, keyed by your checkup_id.
+
+    Prompts, classes and image handling follow the checkpoint's training run (its config.yaml and
+    labels.json) unless a flag says otherwise; images are prepared as `dentvlm shard` prepares them.
+
+    Args:
+        checkpoint: A checkpoint (runs/.../checkpoints/last.ckpt or its folder), or an adapter or merged export.
+        source: A folder in the COde layout (complete_dataset.csv without or with an empty anomalies_en,
+            + Images/), or a .csv or .jsonl file of checkups (checkup_id, patient text fields,
+            photographs, radiographs).
+        out: New folder for predictions.jsonl and summary.json.
+        tasks: classification and/or report (default: the task the checkpoint was trained for).
+        image_root: Folder that a .csv/.jsonl file's image paths are relative to (default: the file's folder);
+            paths that leave it are refused.
+        batch_size: Checkups generated together.
+        max_new_tokens: Answer length limit (default: the training run's model.max_new_tokens).
+        multi_label: Multi-label classification prompt (default: the training run's).
+        modality: both, images or text (default: the training run's).
+        image_modalities: Image kinds shown, in order (default: the training run's).
+        max_images: Images shown per checkup (default: the training run's).
+        image_long_side: Images are resized so their longer side is at most this (default: the training
+            shards' --image_long_side, else 1024).
+        jpeg_quality: JPEG quality images are stored at before the model reads them (as in shards).
+        max_source_pixels: Source images declaring more pixels are refused (decompression bombs).
+        device: auto (a GPU when there is one), cpu, cuda, cuda:1, ...
+        dtype: Weight dtype: auto (as saved), float32, bfloat16 or float16.
+        strict: Stop at the first bad row or image instead of skipping and counting it.
+        overwrite: Replace `out` if it holds files.
+    """
+    from dentvlm.ingest.images import ImagePolicy
+    from dentvlm.predict.run import predict_folder, training_long_side
+
+    long_side = image_long_side or training_long_side(checkpoint) or 1024
+    overrides = {"multi_label": multi_label, "modality": modality, "image_modalities": image_modalities,
+                 "max_images": max_images}
+    summary = predict_folder(checkpoint, source, out, tasks, overrides, image_root,
+                             ImagePolicy(long_side, jpeg_quality, max_source_pixels), batch_size, max_new_tokens,
+                             device, dtype, strict, overwrite)
+    checkups, images = summary["checkups"], summary["images"]
+    skipped = "; ".join(f"{k}: {v}" for k, v in {**checkups["skipped"], **images["skipped"]}.items())
+    print(f"dentvlm predict: {checkups['predicted']} of {checkups['read']} checkups predicted, {images['used']} images "
+          f"used{'; skipped ' + skipped if skipped else ''}; wrote {out}/predictions.jsonl and summary.json",
+          file=sys.stderr)

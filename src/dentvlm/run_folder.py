@@ -89,7 +89,7 @@ def _check_splits(subcommand: str, trainer, datamodule) -> None:
         reads.append((hp.train_split, datamodule.task, "training"))
     if subcommand in ("fit", "validate") and trainer.limit_val_batches != 0:
         reads += [(hp.val_split, task, "validation") for task in datamodule.eval_tasks]
-    if subcommand in ("test", "predict"):
+    if subcommand == "test":
         reads += [(hp.test_split, task, subcommand) for task in datamodule.eval_tasks]
     for split, task, purpose in reads:
         if split not in manifest["splits"]:
@@ -117,7 +117,7 @@ class FailedRunCleanup:
 
     def ran_a_batch(self) -> bool:
         trainer = self.trainer
-        loops = [trainer.fit_loop.epoch_loop.val_loop, trainer.validate_loop, trainer.test_loop, trainer.predict_loop]
+        loops = [trainer.fit_loop.epoch_loop.val_loop, trainer.validate_loop, trainer.test_loop]
         return trainer.global_step > 0 or any(loop.batch_progress.total.completed for loop in loops)
 
     def discard(self) -> None:

@@ -1,5 +1,6 @@
-"""Lightning's fit/validate/test/predict for `DentVLM` + `DentDataModule` (imported only for these
-commands: the data tools and their worker processes stay free of Lightning's import cost)."""
+"""Lightning's fit/validate/test for `DentVLM` + `DentDataModule` (imported only for these commands: the
+data tools and their worker processes stay free of Lightning's import cost). `dentvlm test` with
+``endpoint.base_url`` evaluates a model behind an OpenAI-compatible API instead of the local one."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class DentArgumentParser(ShortUsageErrors, LightningArgumentParser):
     requires its save_dir)."""
 
     def validate(self, namespace, *args, **kwargs) -> None:
-        for config in [namespace, *(namespace.get(name) for name in ("fit", "validate", "test", "predict"))]:
+        for config in [namespace, *(namespace.get(name) for name in ("fit", "validate", "test"))]:
             if hasattr(config, "get") and config.get("trainer") is not None:
                 derive_run_paths(config)
         super().validate(namespace, *args, **kwargs)
@@ -41,10 +42,18 @@ class DentCLI(LightningCLI):
     callbacks, the W&B prediction table, the results writer and plain-line progress are always there,
     each with its own config section (classification_metrics, report_metrics, prediction_table,
     results, progress); `test` also evaluates the baselines into the same results folder. Output
-    folders follow trainer.default_root_dir (see `dentvlm.run_folder`)."""
+    folders follow trainer.default_root_dir (see `dentvlm.run_folder`). `dentvlm predict` is not
+    Lightning's (it answers for new checkups, see `dentvlm.predict`)."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        commands = LightningCLI.subcommands()
+        del commands["predict"]
+        return commands
 
     def add_arguments_to_parser(self, parser) -> None:
         from dentvlm.data.monitor import DataMonitor
+        from dentvlm.endpoint.settings import EndpointSettings
         from dentvlm.evaluation.results import ResultsWriter
         from dentvlm.evaluation.tables import PredictionTable
         from dentvlm.metrics.callbacks import ClassificationMetrics, ReportMetrics
@@ -59,6 +68,7 @@ class DentCLI(LightningCLI):
         parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(DataMonitor, "data_monitor")
         parser.add_lightning_class_args(LineProgress, "progress")
+        parser.add_class_arguments(EndpointSettings, "endpoint")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning replaces the parsed model settings with those saved in a --ckpt_path checkpoint,
@@ -74,10 +84,28 @@ class DentCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         cleanup = FailedRunCleanup(self.trainer)
         try:
-            super()._run_subcommand(subcommand)
+            endpoint = self._endpoint(subcommand)
+            if endpoint is None:
+                super()._run_subcommand(subcommand)
+            else:
+                from dentvlm.endpoint.evaluate import evaluate_endpoint
+
+                evaluate_endpoint(self.trainer, self.datamodule, self._results_writer(), endpoint,
+                                  self.model.hparams.max_new_tokens)
         except BaseException:
             cleanup.discard()
             raise
+
+    def _endpoint(self, subcommand: str):
+        """The endpoint settings when `dentvlm test` evaluates an endpoint, else None."""
+        endpoint = self.config_init[subcommand].get("endpoint")
+        if endpoint is None or not endpoint.enabled:
+            return None
+        if subcommand != "test":
+            raise ValueError(f"endpoint.base_url: only `dentvlm test` evaluates an endpoint (not {subcommand})")
+        if self.config_init[subcommand].get("ckpt_path"):
+            raise ValueError("--ckpt_path and endpoint.base_url: evaluate either a checkpoint or an endpoint per run")
+        return endpoint
 
     def _results_writer(self):
         from dentvlm.evaluation.results import ResultsWriter

@@ -153,6 +153,16 @@ class ChatEncoder:
             unscaled_image_tokens=self.budget.tokens([(image.height, image.width) for image in example.images]),
         )
 
+    def sized(self, example: Example, training: bool = False) -> tuple[list[Image.Image], int]:
+        """The example's images at the size `encode` gives them (the resolution the model sees), and
+        the tokens `encode` will make, without running the image processor: to send the same images
+        to another model, or to refuse an over-long request before it reaches a batch."""
+        text_tokens = self._text_tokens(self.processor.apply_chat_template(example.messages, tokenize=False),
+                                        len(example.images))
+        images, pixels, _ = self._fit_images(example, text_tokens, training)
+        sized = [self._resize(image, pixels) for image in images]
+        return sized, text_tokens + self.budget.tokens([(image.height, image.width) for image in sized], pixels)
+
     def _text_tokens(self, text: str, images: int) -> int:
         """Tokens of `text` once each image placeholder (one token per image in the template) is gone."""
         return len(self.processor.tokenizer(text)["input_ids"]) - images

@@ -58,7 +58,25 @@ def write_report_md(path: Path, results: dict) -> None:
         rows = [[name, str(m["samples"])] + [percent(m[key], m.get("ci", {}).get(key)) for key, _ in REPORT_COLUMNS]
                 for name, m in with_report]
         lines += _table(["Model", "Samples"] + [title for _, title in REPORT_COLUMNS], rows) + [""]
+    lines += _endpoint_table(variants)
     path.write_text("\n".join(lines) + "\n")
+
+
+def _endpoint_table(variants: dict) -> list[str]:
+    """Requests, tokens and cost of the variants evaluated through an OpenAI-compatible endpoint."""
+    asked = [(name, v["details"]) for name, v in variants.items() if "requests" in v.get("details", {})]
+    if not asked:
+        return []
+    rows = []
+    for name, d in asked:
+        cost = f"{d['cost']:.4f}" if d.get("cost") is not None else "-"
+        rate = f"{d['requests_per_second']:.2f}" if d.get("requests_per_second") else "-"
+        rows.append([name, d["endpoint"], d["model"], str(d["requests"]), str(d["cached"]), str(d["retries"]),
+                     str(d["refused"]), str(d["prompt_tokens"]), str(d["completion_tokens"]), cost, rate])
+    return ["## Endpoints", "", "Variants answered by an OpenAI-compatible API. Tokens and cost count the requests "
+            "this run sent (cached answers cost nothing); refused requests count as unparseable answers.", ""] + \
+        _table(["Model", "Endpoint", "Name", "Requests", "Cached", "Retries", "Refused", "Prompt tokens",
+                "Completion tokens", "Cost", "Requests/s"], rows) + [""]
 
 
 def confusion_counts(predictions: list[dict], classes: list[str], multi_label: bool) -> np.ndarray:

@@ -10,6 +10,10 @@ each variant rewrites:
   and true labels (no patient identifier: records never hold one);
 - ``report.md``: tables shaped like the COde paper's;
 - ``confusion_<variant>.png`` and ``per_class_f1.png``.
+
+Variants already in the folder (e.g. an endpoint evaluated by an earlier `dentvlm test --endpoint.*`)
+stay beside this run's when they were evaluated on the same shards, split, classes and inputs; a
+variant evaluated again replaces its old entry.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from dentvlm.metrics.callbacks import ClassificationMetrics, ReportMetrics
 from dentvlm.predictions import Prediction
 
 BASELINES = ("base", "base_few_shot")
+# Settings under which variants of different runs are comparable in one table.
+SAME_INPUTS = ("shards", "split", "classes", "multi_label", "modality", "max_images")
 
 
 class ResultsWriter(L.Callback):
@@ -40,17 +46,19 @@ class ResultsWriter(L.Callback):
         few_shot: Training examples shown in the prompt for "base_few_shot".
         bootstrap: Bootstrap resamples for the 95% intervals (0: none).
         seed: Seed of the bootstrap.
+        keep_variants: Keep the variants already in `out_dir` that this run does not evaluate, when they
+            were evaluated on the same shards, split, classes and inputs (false: start afresh).
     """
 
     def __init__(self, out_dir: str | None = None,
                  baselines: list[str] = list(BASELINES),  # noqa: B006 (a YAML default; copied below)
-                 few_shot: int = 2, bootstrap: int = 1000, seed: int = 0):
+                 few_shot: int = 2, bootstrap: int = 1000, seed: int = 0, keep_variants: bool = True):
         bad = [b for b in baselines if b not in BASELINES]
         if bad:
             raise ValueError(f"results.baselines: unknown {bad}; choose from {BASELINES}")
         self.out_dir = Path(out_dir) if out_dir else None
         self.baselines, self.few_shot = list(baselines), few_shot
-        self.bootstrap, self.seed = bootstrap, seed
+        self.bootstrap, self.seed, self.keep_variants = bootstrap, seed, keep_variants
         self.variant = "model"
         self.variants: dict[str, dict] = {}
         self._predictions: list[Prediction] = []
@@ -70,6 +78,9 @@ class ResultsWriter(L.Callback):
             return
         datamodule = trainer.datamodule
         entry: dict = {"predictions": predictions}
+        details = getattr(pl_module, "variant_details", None)
+        if callable(details):  # e.g. an endpoint's requests, tokens and cost
+            entry["details"] = details()
         for callback in trainer.callbacks:
             if isinstance(callback, (ClassificationMetrics, ReportMetrics)) and "test" in callback.results:
                 metrics = dict(callback.results["test"])
@@ -77,6 +88,8 @@ class ResultsWriter(L.Callback):
                 metrics["samples"] = len(mine)
                 metrics["ci"] = self._intervals(callback, mine, datamodule)
                 entry[callback.task] = metrics
+        if not self.variants and self.keep_variants:
+            self.variants = earlier_variants(self.out_dir, self.settings(datamodule))
         self.variants[self.variant] = entry
         self.write(datamodule)
 
@@ -98,15 +111,22 @@ class ResultsWriter(L.Callback):
                                          self.bootstrap, self.seed)
         return {name: list(bounds) for name, bounds in intervals.items()}
 
+    def settings(self, datamodule) -> dict:
+        hp = datamodule.hparams
+        return {"shards": str(hp.shards), "split": hp.test_split, "classes": list(datamodule.classes),
+                "multi_label": hp.multi_label, "modality": hp.modality, "max_images": hp.max_images,
+                "tasks": list(datamodule.eval_tasks), "bootstrap": self.bootstrap, "few_shot": self.few_shot}
+
     def write(self, datamodule) -> None:
         out = self.out_dir
         out.mkdir(parents=True, exist_ok=True)
         hp = datamodule.hparams
         classes = list(datamodule.classes)
+        settings = self.settings(datamodule)
+        tasks = [t for entry in self.variants.values() for t in ("classification", "report") if t in entry]
+        settings["tasks"] = list(dict.fromkeys(settings["tasks"] + tasks))  # kept variants may hold others
         results = {
-            "settings": {"shards": str(hp.shards), "split": hp.test_split, "classes": classes,
-                         "multi_label": hp.multi_label, "modality": hp.modality, "max_images": hp.max_images,
-                         "tasks": list(datamodule.eval_tasks), "bootstrap": self.bootstrap, "few_shot": self.few_shot},
+            "settings": settings,
             "variants": {name: {k: v for k, v in entry.items() if k != "predictions"}
                          for name, entry in self.variants.items()},
         }
@@ -125,3 +145,34 @@ class ResultsWriter(L.Callback):
                 per_class[name] = entry["classification"]["per_class_f1"]
         if per_class:
             plot_per_class_f1(out / "per_class_f1.png", per_class, classes, "classification: per-class F1")
+
+
+def earlier_variants(out_dir: Path, settings: dict) -> dict[str, dict]:
+    """The variants of an earlier run in `out_dir` (metrics and predictions), if comparable with `settings`."""
+    path = out_dir / "metrics.json"
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # nothing readable to keep: this run writes the folder afresh
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("variants"), dict):
+        return {}
+    old = earlier.get("settings", {})
+    differs = [key for key in SAME_INPUTS if _comparable(key, old.get(key)) != _comparable(key, settings[key])]
+    if differs:
+        print(f"dentvlm test: {out_dir} held results for other {', '.join(differs)}; they are replaced")
+        return {}
+    fields = set(Prediction.__dataclass_fields__) - {"thumbnail"}
+    variants = {name: dict(entry) for name, entry in earlier["variants"].items() if isinstance(entry, dict)}
+    for entry in variants.values():
+        entry["predictions"] = []
+    for row in rows:
+        if isinstance(row, dict) and row.get("variant") in variants:
+            entry = variants[row["variant"]]
+            entry["predictions"].append(Prediction(**{k: v for k, v in row.items() if k in fields}))
+    return variants
+
+
+def _comparable(key: str, value):
+    return str(Path(value).resolve()) if key == "shards" and value is not None else value

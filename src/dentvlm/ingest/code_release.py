@@ -34,7 +34,7 @@ from dentvlm.records import INFO_FIELDS, REPORT_SECTIONS, Checkup, pseudonym
 
 CSV_NAME = "complete_dataset.csv"
 REQUIRED = ("checkup_id", "patient_id", "photographs", "anomalies_en")
-# Canonical column -> other spellings seen or expected in exports (compared after `_column_key`).
+# Canonical column -> other spellings seen or expected in exports (compared after `column_key`).
 ALIASES: dict[str, tuple[str, ...]] = {
     "checkup_id": ("checkupid", "visit_id", "record_id"),
     "patient_id": ("patientid",),
@@ -76,13 +76,13 @@ def locate_release(path: Path) -> CodeRelease:
     raise IngestError(f"{path}: no {CSV_NAME} found (looked at {', '.join(map(str, candidates))})")
 
 
-def map_columns(header: list[str], csv_path: Path) -> dict[str, int]:
+def map_columns(header: list[str], csv_path: Path, required: tuple[str, ...] = REQUIRED) -> dict[str, int]:
     """Canonical name -> header position. Raises naming missing required columns (with near misses)
     and columns that would fill the same field (a repeated name, or two spellings of one column such
     as ``patient_id`` and ``Patient ID``): picking one silently could read the wrong one."""
     positions: dict[str, list[int]] = {}
     for index, name in enumerate(header):
-        positions.setdefault(_column_key(name), []).append(index)
+        positions.setdefault(column_key(name), []).append(index)
     mapping = {}
     for canonical, aliases in ALIASES.items():
         found = [index for key in (canonical, *aliases) for index in positions.get(key, [])]
@@ -91,7 +91,7 @@ def map_columns(header: list[str], csv_path: Path) -> dict[str, int]:
             raise IngestError(f"{csv_path}: columns {names} all fill {canonical!r}; keep one of them")
         if found:
             mapping[canonical] = found[0]
-    missing = [name for name in REQUIRED if name not in mapping]
+    missing = [name for name in required if name not in mapping]
     if missing:
         hints = []
         for name in missing:
@@ -101,14 +101,58 @@ def map_columns(header: list[str], csv_path: Path) -> dict[str, int]:
     return mapping
 
 
-def read_code_release(path: Path, salt: str, parser: LabelParser) -> tuple[Iterator[SourceItem | Skip], dict]:
-    """Open a release and return (items, source description for the manifest).
+@dataclass
+class CsvTable:
+    """An opened clinical CSV: its header, the canonical column positions, and its rows."""
 
-    Cells are matched to columns by position, never by name lookup, so a repeated header name cannot
-    make one column shadow another; rows whose cell count differs from the header's are skipped.
+    path: Path
+    header: list[str]
+    columns: dict[str, int]
+    reader: Iterator[list[str]]
+
+    def rows(self) -> Iterator[tuple[str, dict[str, str]] | Skip]:
+        """(where, cleaned cells by canonical column) per row, or a `Skip` for a row whose cell count
+        differs from the header's or that holds bytes that are not UTF-8.
+
+        Cells are matched to columns by position, never by name lookup, so a repeated header name
+        cannot make one column shadow another.
+        """
+        reader, header, row_number = self.reader, self.header, 0
+        while True:
+            try:
+                cells = next(reader, None)
+            except csv.Error as exc:  # a NUL byte, a cell over the size limit: the rest cannot be trusted
+                raise IngestError(f"{self.path} line {reader.line_num}: unreadable CSV ({exc})") from None
+            if cells is None:
+                return
+            if not cells:  # a blank line is not a row
+                continue
+            row_number += 1
+            where = f"{self.path.name} row {row_number} (line {reader.line_num})"
+            if len(cells) != len(header):  # misaligned: which cell belongs to which column is unknown
+                extra = " ".join(cells[len(header):])
+                reason = NON_UTF8 if has_undecodable_bytes(extra) else MALFORMED_ROW
+                yield Skip(reason, f"{where}: {len(cells)} cells, the header has {len(header)} columns")
+                continue
+            bad = [header[i] for i in self.columns.values() if has_undecodable_bytes(cells[i])]
+            if bad:
+                yield Skip(NON_UTF8, f"{where}: column(s) {bad} hold bytes that are not UTF-8")
+                continue
+            yield where, {name: clean_text(cells[index]) for name, index in self.columns.items()}
+
+    def description(self, kind: str) -> dict:
+        used = {self.header[i] for i in self.columns.values()}
+        return {"kind": kind, "name": self.path.name, "columns_used": sorted(used),
+                "columns_ignored": sorted(set(self.header) - used)}
+
+
+def open_csv(csv_path: Path, required: tuple[str, ...] = REQUIRED) -> CsvTable:
+    """Open a clinical CSV and map its header (see `map_columns`).
+
+    Raises:
+        IngestError: an unreadable or empty header, or missing or doubled columns.
     """
-    release = locate_release(path)
-    raw = release.csv_path.read_bytes()
+    raw = csv_path.read_bytes()
     # surrogateescape keeps going past bad bytes so the row that holds them can be named and skipped.
     text = raw.decode("utf-8-sig", errors="surrogateescape")
     csv.field_size_limit(CSV_FIELD_LIMIT)
@@ -116,51 +160,32 @@ def read_code_release(path: Path, salt: str, parser: LabelParser) -> tuple[Itera
     try:
         header = next(reader, [])
     except csv.Error as exc:
-        raise IngestError(f"{release.csv_path} line 1: not a readable CSV header ({exc})") from None
+        raise IngestError(f"{csv_path} line 1: not a readable CSV header ({exc})") from None
     if not any(name.strip() for name in header):
-        raise IngestError(f"{release.csv_path}: empty file, expected a header row")
-    columns = map_columns(header, release.csv_path)
-    used = {header[i] for i in columns.values()}
-    description = {
-        "kind": "code_release",
-        "name": release.csv_path.name,
-        "columns_used": sorted(used),
-        "columns_ignored": sorted(set(header) - used),
-        "patient_grouping": True,
-    }
-    return _rows(reader, header, columns, release, salt, parser), description
+        raise IngestError(f"{csv_path}: empty file, expected a header row")
+    return CsvTable(csv_path, header, map_columns(header, csv_path, required), reader)
 
 
-def _rows(reader, header, columns, release: CodeRelease, salt: str, parser: LabelParser
-          ) -> Iterator[SourceItem | Skip]:
+def read_code_release(path: Path, salt: str, parser: LabelParser) -> tuple[Iterator[SourceItem | Skip], dict]:
+    """Open a release and return (items, source description for the manifest)."""
+    release = locate_release(path)
+    table = open_csv(release.csv_path)
+    description = {**table.description("code_release"), "patient_grouping": True}
+    return _items(table, release, salt, parser), description
+
+
+def _items(table: CsvTable, release: CodeRelease, salt: str, parser: LabelParser) -> Iterator[SourceItem | Skip]:
     seen: set[str] = set()
-    row_number = 0
-    while True:
-        try:
-            cells = next(reader, None)
-        except csv.Error as exc:  # a NUL byte, a cell over the size limit: the rest cannot be trusted
-            raise IngestError(f"{release.csv_path} line {reader.line_num}: unreadable CSV ({exc})") from None
-        if cells is None:
-            return
-        if not cells:  # a blank line is not a row
-            continue
-        row_number += 1
-        where = f"{release.csv_path.name} row {row_number} (line {reader.line_num})"
-        if len(cells) != len(header):  # misaligned: which cell belongs to which column is unknown
-            extra = " ".join(cells[len(header):])
-            reason = NON_UTF8 if has_undecodable_bytes(extra) else MALFORMED_ROW
-            yield Skip(reason, f"{where}: {len(cells)} cells, the header has {len(header)} columns")
-            continue
-        yield _row_to_item(cells, header, columns, release, salt, parser, where, seen)
+    for row in table.rows():
+        yield row if isinstance(row, Skip) else _row_to_item(*row, table, release, salt, parser, seen)
 
 
-def _row_to_item(cells, header, columns, release, salt, parser, where, seen) -> SourceItem | Skip:
+def _row_to_item(where: str, cells: dict[str, str], table: CsvTable, release, salt, parser, seen
+                 ) -> SourceItem | Skip:
     def cell(name: str) -> str:
-        return clean_text(cells[columns[name]]) if name in columns else ""
+        return cells.get(name, "")
 
-    bad = [header[i] for i in columns.values() if has_undecodable_bytes(cells[i])]
-    if bad:
-        return Skip(NON_UTF8, f"{where}: column(s) {bad} hold bytes that are not UTF-8")
+    header, columns = table.header, table.columns
     checkup_id, patient_id = cell("checkup_id"), cell("patient_id")
     if not checkup_id or not patient_id:
         return Skip("missing_identifier", f"{where}: empty checkup_id or patient_id")
@@ -178,7 +203,7 @@ def _row_to_item(cells, header, columns, release, salt, parser, where, seen) -> 
         ("photographs", release.photo_dir, "photograph"),
         ("radiographs", release.radiograph_dir, "radiograph"),
     ):
-        for name in _file_names(cell(column)):
+        for name in file_names(cell(column)):
             path = resolve_inside(folder, name)
             if path is None:
                 return Skip(IMAGE_OUTSIDE_SOURCE, f"{where}: {column} entry {name!r} points outside {folder}")
@@ -195,9 +220,11 @@ def _row_to_item(cells, header, columns, release, salt, parser, where, seen) -> 
     return SourceItem(where=where, checkup=checkup, image_paths=paths)
 
 
-def _file_names(cell: str) -> list[str]:
+def file_names(cell: str) -> list[str]:
+    """Image file names of a cell: separated by commas, semicolons or line breaks."""
     return [name.strip() for name in re.split(r"[,;\n]", cell) if name.strip()]
 
 
-def _column_key(name: str) -> str:
+def column_key(name: str) -> str:
+    """A header name compared loosely: lower case, runs of other characters as one underscore."""
     return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")

@@ -1,0 +1,1 @@
+"""Evaluating a model behind an OpenAI-compatible chat completions API (`dentvlm test --endpoint.*`)."""

@@ -1,0 +1,184 @@
+"""One chat completion at a time against an OpenAI-compatible API, as real runs need it: retries with
+exponential backoff (and the server's Retry-After) on 429, 408, 5xx, timeouts and lost connections;
+answers cached on disk by request; token usage and retries counted for the results.
+
+Errors that retrying cannot fix stop the run at once (a rejected key, an unknown model); a request the
+API refuses (HTTP 400/413/422, e.g. a content filter) becomes an empty, counted answer.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from dentvlm.endpoint.cache import ResponseCache, request_key
+from dentvlm.endpoint.settings import EndpointSettings, safe_url
+
+MAX_WAIT = 60.0
+RETRY_STATUS = (408, 409, 429)
+REFUSED_STATUS = (400, 413, 422)
+
+
+class EndpointError(ValueError):
+    """The endpoint cannot be evaluated (one line, naming the setting or the server's answer)."""
+
+
+@dataclass
+class Completion:
+    """One answer: its text, tokens, and whether it came from the cache or was refused."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    refused: str | None = None
+
+
+@dataclass
+class Usage:
+    """Totals over a run (thread-safe updates)."""
+
+    requests: int = 0
+    cached: int = 0
+    retries: int = 0
+    refused: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cached_completion_tokens: int = 0
+    refusals: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, completion: Completion, retries: int) -> None:
+        with self.lock:
+            self.requests += 1
+            self.retries += retries
+            if completion.cached:
+                self.cached += 1
+                self.cached_prompt_tokens += completion.prompt_tokens
+                self.cached_completion_tokens += completion.completion_tokens
+            else:
+                self.prompt_tokens += completion.prompt_tokens
+                self.completion_tokens += completion.completion_tokens
+            if completion.refused:
+                self.refused += 1
+                self.refusals.append(completion.refused)
+
+
+class EndpointClient:
+    """Asks `settings.base_url` for chat completions (thread-safe: one client serves every worker thread)."""
+
+    def __init__(self, settings: EndpointSettings, cache: ResponseCache, max_tokens: int, seed: int = 0):
+        from openai import OpenAI
+
+        self.settings, self.cache, self.max_tokens = settings, cache, max_tokens
+        self.url = safe_url(settings.base_url)
+        # Retries are ours (counted, with the configured backoff), not the client library's.
+        self.client = OpenAI(base_url=settings.base_url, api_key=settings.api_key(), max_retries=0,
+                             timeout=settings.timeout)
+        self.usage = Usage()
+        self.random = random.Random(seed)
+
+    def body(self, messages: list[dict]) -> dict:
+        """The request body (without the key) for `messages`."""
+        return {"model": self.settings.model, "messages": messages, "temperature": self.settings.temperature,
+                self.settings.token_limit_param: self.max_tokens}
+
+    def complete(self, messages: list[dict]) -> Completion:
+        """The answer to `messages`: from the cache, else from the API (then cached).
+
+        Raises:
+            EndpointError: authentication, permission or an unknown model/URL; retries exhausted; too many
+                refused requests.
+        """
+        body = self.body(messages)
+        key = request_key(self.url, body)
+        stored = self.cache.get(key)
+        if stored is not None:
+            completion = Completion(stored["text"], int(stored.get("prompt_tokens", 0)),
+                                    int(stored.get("completion_tokens", 0)), cached=True)
+            self.usage.add(completion, 0)
+            return completion
+        completion, retries = self._ask(body)
+        if completion.refused is None:
+            self.cache.put(key, {"text": completion.text, "prompt_tokens": completion.prompt_tokens,
+                                 "completion_tokens": completion.completion_tokens})
+        self.usage.add(completion, retries)
+        if self.usage.refused > self.settings.max_failures:
+            raise EndpointError(f"{self.url}: {self.usage.refused} requests refused (endpoint.max_failures is "
+                                f"{self.settings.max_failures}); first: {self.usage.refusals[0]}")
+        return completion
+
+    def _ask(self, body: dict) -> tuple[Completion, int]:
+        import openai
+
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                response = self.client.chat.completions.create(**body)
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                problem, wait = f"{type(exc).__name__}: {exc}", None
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if status in REFUSED_STATUS:
+                    return Completion("", refused=f"HTTP {status}: {_message(exc)}"), attempt
+                if status not in RETRY_STATUS and status < 500:
+                    raise EndpointError(f"{self.url} answered HTTP {status}: {_message(exc)}{_hint(status, self)}") \
+                        from None
+                problem, wait = f"HTTP {status}: {_message(exc)}", retry_after(exc.response.headers)
+            else:
+                return self._completion(response), attempt
+            if attempt == self.settings.max_retries:
+                raise EndpointError(f"{self.url}: no answer after {attempt + 1} attempts ({problem}); answers so far "
+                                    "are cached, so running again resumes")
+            time.sleep(self._backoff(attempt) if wait is None else min(wait, MAX_WAIT))
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> float:
+        with self.usage.lock:
+            jitter = self.random.uniform(0.5, 1.5)  # spread out the retries of concurrent requests
+        return min(MAX_WAIT, self.settings.backoff * 2**attempt * jitter)
+
+    @staticmethod
+    def _completion(response) -> Completion:
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "") if choice is not None and choice.message else ""
+        usage = response.usage
+        return Completion(text, int(getattr(usage, "prompt_tokens", 0) or 0),
+                          int(getattr(usage, "completion_tokens", 0) or 0))
+
+
+def retry_after(headers) -> float | None:
+    """Seconds a Retry-After header asks to wait (a number or an HTTP date), or None."""
+    value = (headers or {}).get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _message(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        detail = body.get("error", body)
+        detail = detail.get("message", detail) if isinstance(detail, dict) else detail
+        detail = detail.get("detail", detail) if isinstance(detail, dict) else detail
+        return str(detail)[:300]
+    return str(getattr(exc, "message", exc))[:300]
+
+
+def _hint(status: int, client: EndpointClient) -> str:
+    if status == 401:
+        return f" (check the key in ${client.settings.api_key_env})"
+    if status == 404:
+        return f" (check endpoint.base_url and endpoint.model {client.settings.model!r})"
+    return ""

@@ -1,0 +1,1 @@
+"""Answering with a trained model outside Lightning's loops: `dentvlm serve` and `dentvlm predict`."""

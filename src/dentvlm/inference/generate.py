@@ -1,0 +1,74 @@
+"""Batched generation for encoded chat prompts, with per-request decoding settings.
+
+Greedy decoding uses exactly the generation settings of `dentvlm test` (`generation_config`), and the
+same left-padded prompts (`pad_batch`), so a served checkpoint answers as it did in evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dentvlm.data.collate import Encoded, pad_batch
+from dentvlm.model.inputs import model_inputs
+from dentvlm.model.module import generation_config
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How to pick tokens.
+
+    Attributes:
+        max_new_tokens: Answer length limit.
+        temperature: 0: greedy (deterministic); above 0: sampling at this temperature.
+        top_p: Nucleus sampling mass (sampling only).
+    """
+
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"bad decoding settings {self}: max_new_tokens >= 1, temperature >= 0, 0 < top_p <= 1")
+
+
+@dataclass
+class Answer:
+    """One generated answer with its token counts and why it ended ("stop" or "length")."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+def generation_settings(decoding: Decoding, tokenizer):
+    """The complete `GenerationConfig` for `decoding` (see `dentvlm.model.module.generation_config`)."""
+    config = generation_config(decoding.max_new_tokens, 1, tokenizer)
+    if decoding.temperature > 0:
+        config.do_sample, config.temperature, config.top_p = True, decoding.temperature, decoding.top_p
+    return config
+
+
+@torch.no_grad()
+def generate(network: torch.nn.Module, tokenizer, items: list[Encoded], decoding: Decoding, pad_id: int
+             ) -> list[Answer]:
+    """Answers for `items` (evaluation encodings: prompt + empty answer), generated as one batch."""
+    batch = pad_batch(items, pad_id)
+    device = next(network.parameters()).device
+    inputs = {k: v.to(device) for k, v in model_inputs(batch, generation=True).items()}
+    # Set on the model rather than passed: transformers fills a passed config's defaults from the
+    # model's own generation config (e.g. Qwen's repetition_penalty), which evaluation never used.
+    network.generation_config = generation_settings(decoding, tokenizer)
+    output = network.generate(**inputs)
+    new = output[:, inputs["input_ids"].shape[1]:].cpu()  # (B, generated), padded after each row's end
+    end = network.generation_config.eos_token_id
+    answers = []
+    for item, row in zip(items, new):
+        ends = (row == end).nonzero()
+        length = int(ends[0]) + 1 if len(ends) else len(row)
+        text = tokenizer.decode(row[:length], skip_special_tokens=True).strip()
+        answers.append(Answer(text, item.prompt_len, length, "stop" if len(ends) else "length"))
+    return answers

@@ -1,0 +1,1 @@
+"""`dentvlm predict`: answers for new checkups (no diagnosis yet) from a trained model."""

@@ -1,0 +1,1 @@
+"""`dentvlm serve`: a checkpoint behind an OpenAI-compatible chat completions endpoint (LitServe)."""
