@@ -281,9 +281,6 @@ class DentVLM(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         return self._eval_step("test", batch, batch_idx)
 
-    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
-        return self.predictions(batch)
-
     def _eval_step(self, stage: str, batch: dict, batch_idx: int) -> dict:
         # Every rank runs the same forwards whatever its batch holds (an all-padding batch has no
         # label tokens and a zero loss): under FSDP2 a skipped forward would hang the other ranks.
