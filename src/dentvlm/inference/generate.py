@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from dentvlm.data.collate import Encoded, pad_batch
-from dentvlm.model.inputs import model_inputs
+from dentvlm.model.inputs import PixelNormalizer, model_inputs
 from dentvlm.model.module import generation_config
 
 
@@ -53,12 +53,15 @@ def generation_settings(decoding: Decoding, tokenizer):
 
 
 @torch.no_grad()
-def generate(network: torch.nn.Module, tokenizer, items: list[Encoded], decoding: Decoding, pad_id: int
+def generate(network: torch.nn.Module, processor, items: list[Encoded], decoding: Decoding, pad_id: int
              ) -> list[Answer]:
     """Answers for `items` (evaluation encodings: prompt + empty answer), generated as one batch."""
+    tokenizer = processor.tokenizer
     batch = pad_batch(items, pad_id)
     device = next(network.parameters()).device
-    inputs = {k: v.to(device) for k, v in model_inputs(batch, generation=True).items()}
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    # the encodings hold uint8 images; normalise them as the in-process model does
+    inputs = model_inputs(batch, generation=True, pixels=PixelNormalizer(processor.image_processor))
     # Set on the model rather than passed: transformers fills a passed config's defaults from the
     # model's own generation config (e.g. Qwen's repetition_penalty), which evaluation never used.
     network.generation_config = generation_settings(decoding, tokenizer)

@@ -187,7 +187,7 @@ class Predictor:
                     results[row] = Refused(checkup.checkup_id, OVER_CONTEXT, f"{checkup.where}: {exc}")
             if not encoded:
                 continue
-            answers = generate(self.model.network, self.model.processor.tokenizer, encoded, self.decoding,
+            answers = generate(self.model.network, self.model.processor, encoded, self.decoding,
                                self.encoder.pad_id)
             for row, answer in zip(rows, answers):
                 if not isinstance(results[row], Refused):

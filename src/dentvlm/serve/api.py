@@ -124,7 +124,7 @@ class DentChatAPI(ls.LitAPI):
         for _, group in groupby(order, key=lambda i: repr(items[i][1])):
             indices = list(group)
             encoded = [items[i][0] for i in indices]
-            for index, answer in zip(indices, generate(self.model.network, self.model.processor.tokenizer, encoded,
+            for index, answer in zip(indices, generate(self.model.network, self.model.processor, encoded,
                                                         items[indices[0]][1], self.reader.encoder.pad_id)):
                 answers[index] = {"role": "assistant", "content": answer.text, "prompt_tokens": answer.prompt_tokens,
                                   "completion_tokens": answer.completion_tokens,
