@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from dentvlm.data.image_budget import ImageBudget, qwen_resize
+from dentvlm.data.rope import rope_positions
 from dentvlm.data.tasks import Example
 
 IGNORE_INDEX = -100
@@ -250,8 +251,10 @@ def loss_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()
 
 
-def pad_batch(items: list[Encoded], pad_id: int) -> dict:
-    """Collate encoded examples: right-padded training inputs and left-padded generation prompts.
+def pad_batch(items: list[Encoded], pad_id: int, merge: int | None = None) -> dict:
+    """Collate encoded examples: right-padded training inputs (with their 3D rope `position_ids`
+    when `merge` is given, so that a Qwen2/2.5-VL model need not compute them on the host) and
+    left-padded generation prompts.
 
     Padding rows (repeats that only even out batch counts across ranks) keep their inputs, so every
     rank runs the same forward passes, but their labels are all -100: they never train or score.
@@ -278,6 +281,11 @@ def pad_batch(items: list[Encoded], pad_id: int) -> dict:
         batch["gen_attention_mask"][row, longest_prompt - p :] = 1
         batch["gen_mm_token_type_ids"][row, longest_prompt - p :] = item.mm_token_type_ids[:p]
     batch["loss_positions"] = loss_positions(batch["labels"])  # here, on the CPU: no device sync per step
+    if merge is not None:
+        batch["position_ids"] = torch.zeros((3, len(items), longest), dtype=torch.long)
+        for row, item in enumerate(items):
+            batch["position_ids"][:, row, : len(item)] = rope_positions(item.mm_token_type_ids, item.image_grid_thw,
+                                                                       merge)
     return {**batch, **batch_extras(items)}
 
 
@@ -312,15 +320,19 @@ class BatchCollator:
     Args:
         pad_id: The tokenizer's pad token id.
         packing: Pack each batch into one padding-free row.
-        merge: The vision merge size (Qwen-VL: 2), for packed rope positions.
+        merge: The vision merge size (Qwen-VL: 2) when the model's rope positions are computed here
+            (`dentvlm.data.rope`); None leaves them to the model (and rules out packing).
     """
 
-    def __init__(self, pad_id: int, packing: bool = False, merge: int = 2):
+    def __init__(self, pad_id: int, packing: bool = False, merge: int | None = 2):
+        if packing and merge is None:
+            raise ValueError("data.packing needs per-sample rope positions, which dentvlm computes for "
+                             "Qwen2-VL and Qwen2.5-VL only")
         self.pad_id, self.packing, self.merge = pad_id, packing, merge
 
     def __call__(self, items: list[Encoded]) -> dict:
         if not self.packing:
-            return pad_batch(items, self.pad_id)
+            return pad_batch(items, self.pad_id, self.merge)
         from dentvlm.data.packing import pack_batch
 
         return {**pack_batch(items, self.merge), **batch_extras(items)}

@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from dentvlm.data.collate import BatchCollator, ChatEncoder, Encoded
+from dentvlm.data.rope import knows_rope_of
 from dentvlm.data.shards import ShardSample, decode_image, iter_shard
 from dentvlm.data.stream import CheckupStream, ShardRef
 from dentvlm.data.tasks import (
@@ -264,11 +265,12 @@ class DentDataModule(L.LightningDataModule):
         )
         stream.distribute(self.rank, self.world_size, hp.num_workers)
         if training and len(stream.shards) < stream.total_workers and self.rank == 0:
+            loaders, shards = stream.total_workers, len(stream.shards)
             warnings.warn(
-                f"{self.shard_dir}: {len(stream.shards)} {split} shards for {stream.total_workers} data loaders "
-                f"({self.world_size} ranks x {max(1, hp.num_workers)} workers): every loader reads every shard "
-                f"and keeps its share, {stream.total_workers}x the reading of one pass; rebuild with a smaller "
-                "`dentvlm shard --max_count` to give every loader shards of its own", stacklevel=2)
+                f"{self.shard_dir}: {shards} {split} shards for {loaders} data loaders ({self.world_size} ranks x "
+                f"{max(1, hp.num_workers)} workers): loaders share shards and read each from its start to their "
+                f"part, about {(loaders + shards) / (2 * shards):.1f}x the reading of one pass; rebuild with a "
+                "smaller `dentvlm shard --max_count` for shards of their own", stacklevel=2)
         return stream
 
     def demonstrations(self, task: str) -> list[ShardSample]:
@@ -292,7 +294,8 @@ class DentDataModule(L.LightningDataModule):
     def _loader(self, stream: CheckupStream) -> EpochLoader:
         collate = list
         if self.encoder is not None:
-            merge = self.encoder.processor.image_processor.merge_size
+            processor = self.encoder.processor
+            merge = processor.image_processor.merge_size if knows_rope_of(processor) else None
             collate = BatchCollator(self.encoder.pad_id, packing=self.hparams.packing and stream.training, merge=merge)
         workers = self.hparams.num_workers
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"

@@ -5,13 +5,13 @@ calling the collectives the others wait in. Here every worker of every rank yiel
 `samples_per_worker / batch_size` batches (the last one possibly short), known before reading from
 the manifest's per-shard counts:
 
-- evaluation, and training with fewer shards than workers: every worker reads the shards in the
-  same order and keeps eligible sample i when i % total_workers == its global id (each sample
-  exactly once); a worker short of a batch repeats its own samples, flagged as padding (their
-  labels are all -100: they never train or score; they only keep every rank in step), but only
-  as many as its last batch needs to exist: a short last batch is fine, an absent one is not.
-- training with at least as many shards as workers: shards are dealt out round-robin from a
-  per-epoch permutation; workers stop at the common length or pad up to it.
+- every worker (of every rank) takes a contiguous part of the split's eligible samples in the
+  shards' order (per epoch, a new permutation of the shards in training): each sample is read by
+  one worker, parts differ by one sample at most, and a worker opens only the shards its part
+  touches (about one pass over the data when there are more shards than workers);
+- a worker short of a batch repeats its own samples, flagged as padding (their labels are all
+  -100: they never train or score; they only keep every rank in step), but only as many as its
+  last batch needs to exist: a short last batch is fine, an absent one is not.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class CheckupStream(IterableDataset):
         make_example: Builds the example (decode, format, encode); second argument is `is_padding`.
             It returns None to drop a sample, whose place is then filled with padding.
         batch_size: Per-device batch size; each worker yields whole batches.
-        training: Shuffle (per epoch, per rank and worker) and deal out shards when there are enough.
+        training: Shuffle shards per epoch, and samples per epoch, rank and worker.
         seed: Base seed of every shuffle.
         shuffle_buffer: Samples held by each worker's shuffle buffer (training only).
         group_by_length: When > 1, order each window of `group_by_length` batches by
@@ -117,16 +117,9 @@ class CheckupStream(IterableDataset):
         is this / batch_size, exactly the batches it yields."""
         return max(1, self.num_workers) * self.samples_per_worker
 
-    def _deal_shards(self) -> bool:
-        if not self.training or len(self.shards) < self.total_workers:
-            return False
-        # Every worker needs at least one eligible sample of its own to pad with.
-        order = self._shard_order()
-        return all(sum(s.eligible for s in order[g :: self.total_workers]) for g in range(self.total_workers))
-
     def _shard_order(self) -> list[ShardRef]:
         order = list(self.shards)
-        if self.training:  # same permutation on every rank and worker: the deal must not overlap
+        if self.training:  # the same permutation on every rank and worker: the parts must not overlap
             random.Random(f"{self.seed}:shards:{self.epoch}").shuffle(order)
         return order
 
@@ -150,24 +143,35 @@ class CheckupStream(IterableDataset):
         yield from examples
 
     def _own_samples(self, worker: int) -> Iterator[ShardSample]:
+        """The worker's contiguous part of the split's eligible samples, in this epoch's shard order:
+        [worker x N / W, (worker + 1) x N / W), so every sample is read by one worker and parts differ
+        by one sample at most. A shard inside the part is read whole (its count and checksum are
+        checked at its end); a shard split between workers is read from its start by each of them, and
+        to its end (and checked) by the one holding its last samples."""
         total = self.total_workers
-        if self._deal_shards():
-            for shard in self._shard_order()[worker::total]:
-                yield from (s for s in iter_shard(shard.path, shard.samples, shard.sha256) if self.eligible(s))
-            return
+        first = worker * self.total_eligible // total
+        last = (worker + 1) * self.total_eligible // total
         index = 0
         for shard in self._shard_order():
-            found = 0
+            begin, end = index, index + shard.eligible
+            index = end
+            if end <= first:
+                continue  # wholly before this worker's part: not even opened
+            if begin >= last:
+                return
+            position = begin
             for sample in iter_shard(shard.path, shard.samples, shard.sha256):
                 if not self.eligible(sample):
                     continue
-                found += 1
-                if index % total == worker:
+                if first <= position < last:
                     yield sample
-                index += 1
-            if found != shard.eligible:
-                raise ValueError(f"{shard.path}: holds {found} eligible samples, the manifest says "
-                                 f"{shard.eligible}; rebuild the shards or their manifest")
+                position += 1
+                if position >= last and end > last:
+                    break  # the rest of this shard is the next worker's
+            else:
+                if position != end:
+                    raise ValueError(f"{shard.path}: holds {position - begin} eligible samples, the manifest says "
+                                     f"{shard.eligible}; rebuild the shards or their manifest")
 
     def _padded(self, own: Iterator[ShardSample], length: int, worker: int) -> Iterator[Any]:
         """Up to `length` examples of the worker's own, then padding rows only as far as its batch
@@ -178,8 +182,6 @@ class CheckupStream(IterableDataset):
         count = dropped = 0
         held = None  # one example held back, so that drops after the last one are still reported
         for sample in own:
-            if count == length:  # dealt shards can hold more than the common length
-                break
             example = self.make_example(sample, False)
             if example is None:
                 dropped += 1

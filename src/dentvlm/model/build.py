@@ -50,14 +50,24 @@ def check_vision_language(folder: Path, trust_remote_code: bool = False):
     return config
 
 
-def load_vlm(path: str, dtype: str = "auto", attn_implementation: str = "sdpa", trust_remote_code: bool = False):
+def attention(text: str = "sdpa", vision: str | None = None) -> str | dict[str, str]:
+    """transformers' `attn_implementation`: one for the whole model, or a different one for the vision
+    tower (Qwen2.5-VL's vision attention under sdpa/eager loops over windows in Python, one kernel per
+    window and a host sync per block; flash_attention_2 does each block in one varlen call)."""
+    for name, value in (("model.attn_implementation", text), ("model.vision_attn_implementation", vision)):
+        if value is not None and value not in ATTENTION:
+            raise ValueError(f"{name} must be one of {ATTENTION}, got {value!r}")
+    return text if vision in (None, text) else {"": text, "vision_config": vision}
+
+
+def load_vlm(path: str, dtype: str = "auto", attn_implementation: str | dict = "sdpa", trust_remote_code: bool = False):
     """Load the model of `path` (see `resolve_model_path`) for fine-tuning or evaluation."""
     from transformers import AutoModelForImageTextToText
 
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    if attn_implementation not in ATTENTION:
-        raise ValueError(f"model.attn_implementation must be one of {ATTENTION}, got {attn_implementation!r}")
+    if isinstance(attn_implementation, str):
+        attention(attn_implementation)  # checks the name
     folder = resolve_model_path(path)
     check_vision_language(folder, trust_remote_code)
     return AutoModelForImageTextToText.from_pretrained(
@@ -65,7 +75,7 @@ def load_vlm(path: str, dtype: str = "auto", attn_implementation: str = "sdpa", 
     )
 
 
-def build_vlm_without_weights(path: str, dtype: str = "auto", attn_implementation: str = "sdpa",
+def build_vlm_without_weights(path: str, dtype: str = "auto", attn_implementation: str | dict = "sdpa",
                               trust_remote_code: bool = False):
     """The architecture of `path` with freshly initialised weights (call under ``torch.device("meta")``
     to get no weights at all): what FSDP2 ranks other than 0 build before rank 0 fills their shards."""

@@ -45,9 +45,9 @@ def model_inputs(batch: dict, generation: bool = False, pixels: PixelNormalizer 
     `pixels` normalises uint8 images from the data workers."""
     prefix = "gen_" if generation else ""
     inputs = {"input_ids": batch[prefix + "input_ids"], "mm_token_type_ids": batch[prefix + "mm_token_type_ids"]}
-    if not generation and "position_ids" in batch:  # a packed row: positions restart per sample, no mask
+    if not generation and "position_ids" in batch:  # made by the collator (packed rows: text + 3D, no mask)
         inputs["position_ids"] = batch["position_ids"]
-    else:
+    if generation or "attention_mask" in batch:
         inputs["attention_mask"] = batch[prefix + "attention_mask"]
     if "pixel_values" in batch:
         inputs["pixel_values"] = pixels(batch["pixel_values"]) if pixels is not None else batch["pixel_values"]
@@ -85,10 +85,11 @@ def with_vision_keepalive(inputs: dict, labels: torch.Tensor | None, image_token
     out = dict(inputs)
     out["input_ids"] = add_column(ids, image_token_id, None)
     out["mm_token_type_ids"] = add_column(inputs["mm_token_type_ids"], 1, 0)
-    if "position_ids" in inputs:  # a packed row: the dummy is one more sample, positions restarting at 0
-        zero = torch.zeros((4, 1, 1), dtype=inputs["position_ids"].dtype, device=ids.device)
-        out["position_ids"] = torch.cat([inputs["position_ids"], zero], dim=2)
-    else:
+    if "position_ids" in inputs:  # packed: the dummy is one more sample, positions restarting at 0;
+        positions = inputs["position_ids"]  # padded: a masked position
+        zero = torch.zeros((positions.shape[0], positions.shape[1], 1), dtype=positions.dtype, device=ids.device)
+        out["position_ids"] = torch.cat([zero, positions] if left else [positions, zero], dim=2)
+    if "attention_mask" in inputs:
         out["attention_mask"] = add_column(inputs["attention_mask"], 0, 0)  # nothing attends to it
     # One image of merge x merge patches: merge^2 patches make one token after the merger.
     out["pixel_values"] = torch.zeros((merge * merge, patch_dim), device=ids.device)

@@ -15,7 +15,14 @@ import lightning as L
 import torch
 
 from dentvlm.metrics.loss import TokenMeanLoss
-from dentvlm.model.build import DTYPES, build_vlm_without_weights, load_processor, load_vlm, resolve_model_path
+from dentvlm.model.build import (
+    DTYPES,
+    attention,
+    build_vlm_without_weights,
+    load_processor,
+    load_vlm,
+    resolve_model_path,
+)
 from dentvlm.model.finetune import ALL_LINEAR, FinetuneSpec, apply_finetuning, parameter_counts
 from dentvlm.model.inputs import PixelNormalizer, model_inputs, with_vision_keepalive
 from dentvlm.model.loss import answer_loss
@@ -64,6 +71,9 @@ class DentVLM(L.LightningModule):
         min_lr_ratio: Final learning rate as a fraction of the peak.
         dtype: Weight dtype: auto (as saved), float32, bfloat16 or float16.
         attn_implementation: sdpa, eager, flash_attention_2 or flash_attention_3.
+        vision_attn_implementation: Another one for the vision tower (None: the same). On GPUs use
+            flash_attention_2 here at least: Qwen2.5-VL's vision attention under sdpa runs one small
+            kernel per 112-px window, with a host sync in every block.
         trust_remote_code: Allow model code from the model folder (off: only installed transformers code).
         gradient_checkpointing: Recompute activations in backward to save memory.
         fsdp_param_dtype: Under FSDP2, all-gather/compute dtype (e.g. bfloat16); None keeps `dtype`.
@@ -95,6 +105,7 @@ class DentVLM(L.LightningModule):
         min_lr_ratio: float = 0.0,
         dtype: str = "auto",
         attn_implementation: str = "sdpa",
+        vision_attn_implementation: str | None = None,
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
         fsdp_param_dtype: str | None = None,
@@ -112,6 +123,7 @@ class DentVLM(L.LightningModule):
             raise ValueError("model.warmup_ratio must be in [0, 1) and model.min_lr_ratio in [0, 1]")
         if fsdp_param_dtype is not None and fsdp_param_dtype not in DTYPES:
             raise ValueError(f"model.fsdp_param_dtype must be one of {list(DTYPES)} or null")
+        attention(attn_implementation, vision_attn_implementation)  # names checked before anything loads
         if fsdp_sharding not in FSDP_SHARDING:
             raise ValueError(f"model.fsdp_sharding must be one of {FSDP_SHARDING}, got {fsdp_sharding!r}")
         self.model: torch.nn.Module | None = None
@@ -132,7 +144,7 @@ class DentVLM(L.LightningModule):
         if self._uses_fsdp() and self.trainer.world_size > 1:
             self.model = self._load_sharded()
         else:
-            self.model = self._prepare(load_vlm(hp.model_path, hp.dtype, hp.attn_implementation,
+            self.model = self._prepare(load_vlm(hp.model_path, hp.dtype, self._attention(),
                                                 hp.trust_remote_code))[0]
             if self._uses_fsdp():
                 shard_model(self.network, self._fsdp_mesh(), param_dtype=self._fsdp_param_dtype())
@@ -147,9 +159,15 @@ class DentVLM(L.LightningModule):
         model = apply_finetuning(model, self.spec)
         network = model.get_base_model() if hasattr(model, "get_base_model") else model
         if hp.gradient_checkpointing:
-            network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            if hasattr(network, "enable_input_require_grads"):
-                network.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
+            enable = getattr(network, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:  # transformers before the rename
+                network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers then makes the embeddings' outputs require grad (for reentrant checkpointing),
+            # which pulls a frozen vision tower into every backward; non-reentrant checkpointing gives
+            # LoRA and other trainable weights their gradients without it.
+            network.disable_input_require_grads()
         network.generation_config = generation_config(hp.max_new_tokens, hp.num_beams, self.tokenizer)
         return model, network
 
@@ -157,12 +175,15 @@ class DentVLM(L.LightningModule):
         """Under FSDP2 on several ranks: rank 0 reads the weights, the others build on the meta device."""
         hp = self.hparams
         return load_sharded(
-            load=lambda: load_vlm(hp.model_path, hp.dtype, hp.attn_implementation, hp.trust_remote_code),
-            build_on_meta=lambda: build_vlm_without_weights(hp.model_path, hp.dtype, hp.attn_implementation,
+            load=lambda: load_vlm(hp.model_path, hp.dtype, self._attention(), hp.trust_remote_code),
+            build_on_meta=lambda: build_vlm_without_weights(hp.model_path, hp.dtype, self._attention(),
                                                             hp.trust_remote_code),
             prepare=self._prepare, mesh=self._fsdp_mesh(), device=self.trainer.strategy.root_device,
             param_dtype=self._fsdp_param_dtype(),
         )
+
+    def _attention(self) -> str | dict:
+        return attention(self.hparams.attn_implementation, self.hparams.vision_attn_implementation)
 
     def _fsdp_mesh(self):
         """The device mesh to shard over. Lightning's ModelParallelStrategy builds a 2-D mesh named
@@ -266,14 +287,9 @@ class DentVLM(L.LightningModule):
             self.step_loss.start(self.device)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        step = self.global_step + 1
-        self.step_loss.scale_gradients(self.parameters(), self.trainer.accumulate_grad_batches,
-                                       self._data_parallel_size(), step)
-        if step % max(1, self.trainer.log_every_n_steps) == 0:  # the only host copy, every logging interval
-            self.log("loss", self.step_loss.report(), prog_bar=True, logger=False)
-
-    def on_train_epoch_end(self) -> None:
-        self.step_loss.report()  # a non-finite loss since the last logging interval stops the run here
+        loss = self.step_loss.scale_gradients(self.parameters(), self.trainer.accumulate_grad_batches,
+                                              self._data_parallel_size(), self.global_step + 1)
+        self.log("loss", loss, prog_bar=True, logger=False)  # a host float: the bar costs no device sync
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         return self._eval_step("val", batch, batch_idx)
@@ -291,7 +307,7 @@ class DentVLM(L.LightningModule):
         metric.update(loss, tokens)
         self.log(name, metric, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False,
                  metric_attribute=attribute)
-        generate = stage == "test" or batch_idx < self._generation_batches(batch)  # test: every sample
+        generate = stage == "test" or batch_idx < self._generation_batches()  # test: every sample
         predictions = self.predictions(batch) if generate else []
         return {"loss": loss, "predictions": predictions}
 
@@ -302,12 +318,17 @@ class DentVLM(L.LightningModule):
             self.eval_loss[key] = TokenMeanLoss().to(self.device)
         return self.eval_loss[key], f"eval_loss.{key}"
 
-    def _generation_batches(self, batch: dict) -> int:
-        """Batches per rank to generate for: the same on every rank (generation is collective under FSDP)."""
+    def _generation_batches(self) -> int:
+        """Batches per rank to generate for: the same on every rank (generation is collective under
+        FSDP), so it comes from the configured batch size, never from a batch's own rows (a worker's
+        last batch may be short, and which one is differs between ranks)."""
         samples = self.hparams.generate_samples
-        if samples < 0:
+        datamodule = self.trainer.datamodule
+        hparams = getattr(datamodule, "hparams", {})
+        batch_size = hparams.get("eval_batch_size") or hparams.get("batch_size")
+        if samples < 0 or not batch_size:
             return math.inf
-        return math.ceil(samples / (batch["input_ids"].shape[0] * self.trainer.world_size))
+        return math.ceil(samples / (batch_size * self.trainer.world_size))
 
     # ----- generation -----------------------------------------------------------------------
     @torch.no_grad()

@@ -48,11 +48,17 @@ def shard_model(
         mesh: The device mesh: 1-D (full sharding) or 2-D (replicate, shard) for hybrid sharding.
         param_dtype: All-gather and compute dtype (e.g. bfloat16); None keeps the stored dtype.
         reduce_dtype: Gradient reduce-scatter dtype.
-        reshard_after_forward: Free gathered parameters after forward (saves memory, costs a re-gather).
+        reshard_after_forward: Free an inner unit's gathered parameters after its forward (saves
+            memory, costs a re-gather in backward). The root keeps FSDP2's own choice: it stays
+            gathered from forward to backward (lm_head is needed again at once).
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    # Inner units take their inputs as they come: the root casts the model's floating inputs to the
+    # compute dtype once, and casting again at every block would turn the vision tower's fp32 rotary
+    # cos/sin (which it applies in fp32 on purpose) into bf16.
+    inner = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype, cast_forward_inputs=False)
+    root = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     blocks = block_class_names(model)
     units = [m for m in model.modules() if type(m).__name__ in blocks]
     if not units:
@@ -62,8 +68,8 @@ def shard_model(
     tied = head is not None and head.weight is embeddings.weight
     units.append([embeddings, head] if tied else embeddings)
     for module in units:  # inner units first: an outer unit leaves already-sharded parameters alone
-        fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+        fully_shard(module, mesh=mesh, mp_policy=inner, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=root)
     return len(units)
 
 
@@ -100,16 +106,19 @@ def gathered_parameters(model: torch.nn.Module, enabled: bool = True):
     from torch.distributed.fsdp import FSDPModule
 
     units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    inner = [unit for unit in units if unit is not model]  # the root is never resharded after forward
     prepare_for_calls_outside_forward(model)
     for unit in units:
         unit.unshard()
+    for unit in inner:
         unit.set_reshard_after_forward(False, recurse=False)
     try:
         yield
     finally:
+        for unit in inner:
+            unit.set_reshard_after_forward(True, recurse=False)  # as `shard_model` set them
         for unit in units:
             unit.reshard()
-            unit.set_reshard_after_forward(True, recurse=False)
 
 
 def load_sharded(load, build_on_meta, prepare, mesh, device: torch.device, **shard_kwargs) -> torch.nn.Module:
