@@ -61,7 +61,7 @@ class LineProgress(L.Callback):
         if done % self._every(trainer) and done != trainer.num_training_batches:
             return
         rate = done / max(1e-9, time.monotonic() - self._epoch_start)
-        loss = _metrics(trainer, ("train/loss",), per_step=True)
+        loss = _metrics(trainer, ("loss",), per_step=True)  # the last optimizer step's loss (all ranks)
         self._print(trainer, f"epoch {trainer.current_epoch + 1}/{_total(trainer.max_epochs)} batch {done}/"
                              f"{_total(trainer.num_training_batches)} step {trainer.global_step}"
                              f"{loss} ({rate:.2f} batches/s)")

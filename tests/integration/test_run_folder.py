@@ -38,7 +38,7 @@ def test_default_root_dir_moves_everything_and_progress_is_plain_lines(tmp_path)
     fit = dentvlm(cwd, "fit", "--config", TINY, "--trainer.default_root_dir", str(run), *SHORT)
     assert fit.returncode == 0, fit.stderr[-3000:]
     lines = fit.stdout.splitlines()
-    assert any(line.endswith("] epoch 1/1 batch 1/2 step 1: train/loss " + line.split("train/loss ")[-1])
+    assert any(line.endswith("] epoch 1/1 batch 1/2 step 1: loss " + line.split("loss ")[-1])
                for line in lines if "batch 1/2" in line)
     assert any("epoch 1/1 done in" in line and "val/classification/loss" in line for line in lines)
     assert not re.search(r"Epoch \d+/\d+|it/s", fit.stdout)  # no progress-bar frames in a log file
