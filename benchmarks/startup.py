@@ -48,9 +48,9 @@ class StartupProbe(L.Callback):
             print(f"startup first batch {since_start():.2f}", flush=True)
 
 
-def measure(extra: list[str]) -> dict[str, float]:
+def measure(config: str, extra: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "dentvlm", "fit", "--config", str(REPO / "configs" / "tiny.yaml"),
+        command = [sys.executable, "-m", "dentvlm", "fit", "--config", config,
                    "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.default_root_dir",
                    tmp, "--trainer.callbacks+=benchmarks.startup.StartupProbe", *extra]
         start = time.perf_counter()
@@ -64,10 +64,11 @@ def measure(extra: list[str]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--config", default=str(REPO / "configs" / "tiny.yaml"))
     parser.add_argument("extra", nargs="*")
     args = parser.parse_args()
-    runs = [measure(args.extra) for _ in range(args.repeats)]
-    print(f"dentvlm fit --config configs/tiny.yaml {' '.join(args.extra)}: median of {args.repeats}, "
+    runs = [measure(args.config, args.extra) for _ in range(args.repeats)]
+    print(f"dentvlm fit --config {args.config} {' '.join(args.extra)}: median of {args.repeats}, "
           "seconds since the process started")
     for phase in runs[0]:
         print(f"  {phase:<36} {statistics.median(r[phase] for r in runs):6.2f}")
