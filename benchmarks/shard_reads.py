@@ -1,10 +1,11 @@
 """Bytes read per training epoch against the dataset's bytes, for R ranks x W DataLoader workers.
 
-With fewer training shards than ranks x workers, every loader reads every shard and keeps its share
-(R x W times the reading of one pass); with at least as many shards, each loader reads shards of its
-own. The same COde-shaped checkups are sharded with the old default (--max_count 1000) and with a
-count that gives every loader its own shards, then one epoch is read by every rank's real
-DataLoader workers, counting the bytes of each shard opened.
+Every loader reads a contiguous part of the split: the shards inside its part whole, and a shard
+it shares with the next loader from its start to its part's end. With fewer shards than ranks x
+workers, loaders share shards and re-read their starts; with more, reading approaches one pass. The
+same COde-shaped checkups are sharded with --max_count 1000 (one training shard) and with a count
+that gives every loader shards of its own, then one epoch is read by every rank's real DataLoader
+workers, counting the bytes read of every shard.
 
     python benchmarks/shard_reads.py --checkups 64 --ranks 2 --workers 2
 """
@@ -15,24 +16,40 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import dentvlm.data.stream as stream_module
+import dentvlm.data.shards as shards_module
 from dentvlm.data.datamodule import DentDataModule
 from dentvlm.ingest.images import ImagePolicy
 from dentvlm.sharding import build_shards
 from dentvlm.synth import write_synthetic_release
 
 
+class CountingFile:
+    """A shard file that appends to `log` how far it was read when closed (tell(): bytes consumed)."""
+
+    def __init__(self, handle, log: Path):
+        self.handle, self.log = handle, log
+
+    def read(self, size: int = -1) -> bytes:
+        return self.handle.read(size)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        with self.log.open("a") as out:
+            out.write(f"{self.handle.tell()}\n")
+        self.handle.close()
+
+
 def counting(log: Path):
-    """iter_shard that appends each opened shard's size to `log` (DataLoader workers are forked, so
-    the patch reaches them)."""
-    original = stream_module.iter_shard
+    """`open` for dentvlm.data.shards that counts the bytes read of every shard (DataLoader workers
+    are forked, so the patch reaches them)."""
+    import builtins
 
-    def iter_shard(path, *args, **kwargs):
-        with log.open("a") as handle:
-            handle.write(f"{Path(path).stat().st_size}\n")
-        yield from original(path, *args, **kwargs)
-
-    return iter_shard
+    return lambda path, mode="r", *args, **kwargs: CountingFile(builtins.open(path, mode, *args, **kwargs), log)
 
 
 def epoch_reads(shards: Path, ranks: int, workers: int, log: Path) -> tuple[int, int, int]:
@@ -59,7 +76,7 @@ def main() -> None:
         release = write_synthetic_release(root / "release", num_checkups=args.checkups, seed=5, profile="code",
                                           photo_size=(1024, 768))
         log = root / "reads.log"
-        stream_module.iter_shard = counting(log)
+        shards_module.open = counting(log)
         loaders = args.ranks * args.workers
         train = round(args.checkups * 0.8)
         print(f"{args.checkups} COde-shaped checkups ({train} training), {args.ranks} ranks x {args.workers} workers")

@@ -43,6 +43,24 @@ def test_padded_batches_carry_the_positions_transformers_would_compute(items, mo
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
 
 
+def test_right_padded_rows_need_no_attention_mask(items, model):
+    """Causal attention never lets a real token see the pads after it: the mask-free forward (what
+    dentvlm trains with) gives the masked forward's loss and gradients."""
+    batch = pad_batch(items, pad_id=0, merge=2)
+    masked = dict(model_inputs(batch), attention_mask=batch["attention_mask"])
+    assert "attention_mask" not in model_inputs(batch) and (batch["attention_mask"] == 0).any()
+    results = []
+    for inputs in (model_inputs(batch), masked):
+        model.zero_grad()
+        loss, tokens = answer_loss(model, inputs, batch["labels"], batch["loss_positions"])
+        (loss / tokens).backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_free, grads_free), (loss_masked, grads_masked) = results
+    assert loss_free == pytest.approx(loss_masked, rel=1e-5)
+    for name, grad in grads_masked.items():
+        torch.testing.assert_close(grads_free[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_rope_positions_are_transformers(items, model):
     assert len({0 if e.image_grid_thw is None else len(e.image_grid_thw) for e in items}) > 2
     for item in items:

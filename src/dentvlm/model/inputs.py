@@ -43,12 +43,16 @@ class PixelNormalizer:
 def model_inputs(batch: dict, generation: bool = False, pixels: PixelNormalizer | None = None) -> dict:
     """The model's keyword inputs from a collated batch (the generation prompt when `generation`);
     `pixels` normalises uint8 images from the data workers."""
-    prefix = "gen_" if generation else ""
-    inputs = {"input_ids": batch[prefix + "input_ids"], "mm_token_type_ids": batch[prefix + "mm_token_type_ids"]}
-    if not generation and "position_ids" in batch:  # made by the collator (packed rows: text + 3D, no mask)
-        inputs["position_ids"] = batch["position_ids"]
-    if generation or "attention_mask" in batch:
-        inputs["attention_mask"] = batch[prefix + "attention_mask"]
+    if generation:  # left-padded prompts: the mask keeps every row's pads out of its attention
+        inputs = {"input_ids": batch["gen_input_ids"], "attention_mask": batch["gen_attention_mask"],
+                  "mm_token_type_ids": batch["gen_mm_token_type_ids"]}
+    else:
+        # Training/evaluation rows are right-padded and attention is causal, so no real token ever
+        # attends to a pad: the mask would change nothing that a label reads, and without it sdpa and
+        # flash attention take their mask-free causal kernels. (Packed rows have no pads at all.)
+        inputs = {"input_ids": batch["input_ids"], "mm_token_type_ids": batch["mm_token_type_ids"]}
+        if "position_ids" in batch:  # made by the collator (packed rows: text + 3D positions)
+            inputs["position_ids"] = batch["position_ids"]
     if "pixel_values" in batch:
         inputs["pixel_values"] = pixels(batch["pixel_values"]) if pixels is not None else batch["pixel_values"]
         inputs["image_grid_thw"] = batch["image_grid_thw"]
