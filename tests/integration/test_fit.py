@@ -64,6 +64,23 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
+def test_the_gpu_recipes_precision_and_clipping_train(tmp_path):
+    """configs/qwen*.yaml train in bf16-mixed with gradient clipping: the optimizer must allow
+    clipping under mixed precision (Lightning refuses it for one that unscales itself, e.g. fused
+    AdamW). The data statistics are logged once per epoch."""
+    main(fit_args(tmp_path, "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", "1.0",
+                  "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"))
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 3 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    import csv
+
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    logged = {key: float(value) for row in rows for key, value in row.items() if value and key.startswith("data/")}
+    assert logged["data/image_tokens_mean"] > 0 and logged["data/tokens"] > logged["data/image_tokens_max"] > 0
+    assert logged["data/dropped"] == 0
+
+
 FSDP2 = ["--trainer.strategy", "lightning.pytorch.strategies.ModelParallelStrategy",
          "--trainer.strategy.save_distributed_checkpoint", "false"]
 

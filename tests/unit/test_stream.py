@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from dentvlm.data.datamodule import DentDataModule
-from dentvlm.data.stream import CheckupStream
+from dentvlm.data.stream import CheckupStream, _NextEpoch
 
 
 def run_rank(shards, rank, world, workers, split="val", task="classification", batch_size=2, epoch=0, **kw):
@@ -158,16 +158,33 @@ def test_length_grouping_does_not_group_labels():
 
 def test_persistent_workers_follow_the_epoch(small_shards):
     """Persistent DataLoader workers keep their copy of the stream between epochs; the epoch set in
-    the main process must still reach them (shared memory), or every epoch would replay epoch 0."""
+    the main process must still reach them (shared memory), or every epoch would replay epoch 0. They
+    also prepare their next epoch while idle: epochs 1 and 4 come from that, epoch 3 (a jump, as on a
+    resumed run) discards the prepared epoch 2; every epoch is what fresh workers give."""
+    order = [0, 1, 3, 4]
     fresh = [keys(run_rank(small_shards, 0, 1, 2, split="train", epoch=e, persistent_workers=False), False)
-             for e in (0, 1)]
+             for e in order]
     dm = DentDataModule(shards=str(small_shards), batch_size=2, num_workers=2, persistent_workers=True)
     loader = dm._loader(dm.stream("train", "classification", training=True))
-    epochs = iter([0, 1])
+    epochs = iter(order)
     loader.epoch_fn = lambda: next(epochs)
-    persistent = [keys(list(loader), False), keys(list(loader), False)]
-    assert loader._iterator is not None  # the same workers served both epochs
-    assert persistent == fresh and fresh[0] != fresh[1]
+    persistent = [keys(list(loader), False) for _ in order]
+    assert loader._iterator is not None  # the same workers served every epoch
+    assert persistent == fresh and len({tuple(k) for k in fresh}) == len(order)
+
+
+def test_the_next_epoch_made_ahead_is_that_epoch_and_keeps_its_errors(small_shards):
+    dm = DentDataModule(shards=str(small_shards), batch_size=2)
+    stream = dm.stream("train", "classification", training=True)
+    ahead = _NextEpoch(stream, 1, 0)
+    assert [e.key for e in ahead.take()] == [e.key for e in stream._examples(1, 0)]
+
+    def broken(sample, is_padding):
+        raise ValueError("train-000001.tar: truncated")
+
+    stream.make_example = broken
+    with pytest.raises(ValueError, match="truncated"):  # raised where the epoch is read, not lost in the thread
+        list(_NextEpoch(stream, 2, 0).take())
 
 
 def test_one_process_pads_nothing_when_a_short_last_batch_will_do(small_shards):

@@ -298,10 +298,12 @@ class DentDataModule(L.LightningDataModule):
             merge = processor.image_processor.merge_size if knows_rope_of(processor) else None
             collate = BatchCollator(self.encoder.pad_id, packing=self.hparams.packing and stream.training, merge=merge)
         workers = self.hparams.num_workers
+        persistent = workers > 0 and self.hparams.persistent_workers
+        stream.prepare_next_epoch = persistent  # idle workers make the start of their next epoch
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return EpochLoader(
             stream, epoch_fn=self._current_epoch, batch_size=stream.batch_size, num_workers=workers,
-            collate_fn=collate, persistent_workers=workers > 0 and self.hparams.persistent_workers,
+            collate_fn=collate, persistent_workers=persistent,
             pin_memory=on_gpu, prefetch_factor=self.hparams.prefetch_factor if workers > 0 else None,
         )
 

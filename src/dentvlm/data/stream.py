@@ -16,9 +16,11 @@ the manifest's per-shard counts:
 
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing
 import random
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +86,8 @@ class CheckupStream(IterableDataset):
         # Shared memory, so that persistent DataLoader workers (which keep their own copy of this
         # object between epochs) see the epoch the main process sets before each pass.
         self._epoch = multiprocessing.Value("i", 0, lock=False)
+        self._ahead: _NextEpoch | None = None  # a DataLoader worker's start of its next epoch
+        self.prepare_next_epoch = False  # set by the loader when its workers persist between epochs
 
     @property
     def epoch(self) -> int:
@@ -117,10 +121,10 @@ class CheckupStream(IterableDataset):
         is this / batch_size, exactly the batches it yields."""
         return max(1, self.num_workers) * self.samples_per_worker
 
-    def _shard_order(self) -> list[ShardRef]:
+    def _shard_order(self, epoch: int) -> list[ShardRef]:
         order = list(self.shards)
         if self.training:  # the same permutation on every rank and worker: the parts must not overlap
-            random.Random(f"{self.seed}:shards:{self.epoch}").shuffle(order)
+            random.Random(f"{self.seed}:shards:{epoch}").shuffle(order)
         return order
 
     def _global_worker(self) -> int:
@@ -131,18 +135,35 @@ class CheckupStream(IterableDataset):
         return self.rank * max(1, self.num_workers) + (info.id if info else 0)
 
     def __iter__(self) -> Iterator[Any]:
-        worker = self._global_worker()
-        length = self.samples_per_worker
-        own = self._own_samples(worker)
-        if self.training:
-            rng = random.Random(f"{self.seed}:buffer:{self.epoch}:{worker}")
-            own = _shuffle(own, bufsize=self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
-        examples = self._padded(own, length, worker)
-        if self.group_by_length > 1 and self.length_of is not None:
-            examples = self._grouped(examples, random.Random(f"{self.seed}:groups:{self.epoch}:{worker}"))
+        worker, epoch = self._global_worker(), self.epoch
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.epoch == epoch:
+            examples = ahead.take()
+        else:
+            if ahead is not None:
+                ahead.discard()
+            examples = self._examples(epoch, worker)
+        del ahead  # the prepared window is handed over, not kept for the whole epoch
         yield from examples
+        # The worker has yielded its epoch; until the main process starts the next one (after the
+        # batches still queued, and validation), it would sit idle while the next epoch's first
+        # window of examples (shuffle buffer, grouping window: tens of encoded examples) makes the
+        # trainer wait at every epoch start. Prepare them now, in the persistent worker's own time.
+        if self.training and self.prepare_next_epoch and torch.utils.data.get_worker_info() is not None:
+            self._ahead = _NextEpoch(self, epoch + 1, worker)
 
-    def _own_samples(self, worker: int) -> Iterator[ShardSample]:
+    def _examples(self, epoch: int, worker: int) -> Iterator[Any]:
+        """The worker's examples of `epoch`, in order (reads self's settings, never `self.epoch`)."""
+        own = self._own_samples(worker, epoch)
+        if self.training:
+            rng = random.Random(f"{self.seed}:buffer:{epoch}:{worker}")
+            own = _shuffle(own, bufsize=self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
+        examples = self._padded(own, self.samples_per_worker, worker, epoch)
+        if self.group_by_length > 1 and self.length_of is not None:
+            examples = self._grouped(examples, random.Random(f"{self.seed}:groups:{epoch}:{worker}"))
+        return examples
+
+    def _own_samples(self, worker: int, epoch: int) -> Iterator[ShardSample]:
         """The worker's contiguous part of the split's eligible samples, in this epoch's shard order:
         [worker x N / W, (worker + 1) x N / W), so every sample is read by one worker and parts differ
         by one sample at most. A shard inside the part is read whole (its count and checksum are
@@ -152,7 +173,7 @@ class CheckupStream(IterableDataset):
         first = worker * self.total_eligible // total
         last = (worker + 1) * self.total_eligible // total
         index = 0
-        for shard in self._shard_order():
+        for shard in self._shard_order(epoch):
             begin, end = index, index + shard.eligible
             index = end
             if end <= first:
@@ -173,12 +194,12 @@ class CheckupStream(IterableDataset):
                     raise ValueError(f"{shard.path}: holds {position - begin} eligible samples, the manifest says "
                                      f"{shard.eligible}; rebuild the shards or their manifest")
 
-    def _padded(self, own: Iterator[ShardSample], length: int, worker: int) -> Iterator[Any]:
+    def _padded(self, own: Iterator[ShardSample], length: int, worker: int, epoch: int) -> Iterator[Any]:
         """Up to `length` examples of the worker's own, then padding rows only as far as its batch
         count needs (`length` / batch_size batches, the last at least one row long). A dropped sample
         (make_example returned None) is counted on a neighbouring example (`dropped_before`)."""
         minimum = length - self.batch_size + 1
-        pool = _PaddingPool(PADDING_POOL, random.Random(f"{self.seed}:padding:{self.epoch}:{worker}"))
+        pool = _PaddingPool(PADDING_POOL, random.Random(f"{self.seed}:padding:{epoch}:{worker}"))
         count = dropped = 0
         held = None  # one example held back, so that drops after the last one are still reported
         for sample in own:
@@ -197,7 +218,7 @@ class CheckupStream(IterableDataset):
                 held.dropped_before, dropped = held.dropped_before + dropped, 0
             yield held
         if count < minimum and not pool.samples:
-            pool.offer(self._fallback_sample(worker))
+            pool.offer(self._fallback_sample(worker, epoch))
         for sample in pool.draw(max(0, minimum - count)):
             example = self.make_example(sample, True)
             if example is None:
@@ -206,11 +227,11 @@ class CheckupStream(IterableDataset):
             example.dropped_before, dropped = dropped, 0
             yield example
 
-    def _fallback_sample(self, worker: int) -> ShardSample:
+    def _fallback_sample(self, worker: int, epoch: int) -> ShardSample:
         # Fewer eligible samples than workers: borrow one (as padding) to keep the batch count.
         target = worker % self.total_eligible
         index = 0
-        for shard in self._shard_order():
+        for shard in self._shard_order(epoch):
             for sample in iter_shard(shard.path, shard.samples, shard.sha256):
                 if self.eligible(sample):
                     if index == target:
@@ -239,6 +260,43 @@ class CheckupStream(IterableDataset):
         rng.shuffle(full)
         for batch in full + short:
             yield from batch
+
+
+class _NextEpoch:
+    """The first examples of a worker's next epoch, made by a background thread of the worker.
+
+    The thread pulls the first `window` examples (a length-grouping window, or a batch) out of
+    `stream._examples(epoch, worker)`; `take` waits for it and hands on the same generator with
+    them in front, so the epoch is exactly what it would have been without this.
+    """
+
+    def __init__(self, stream: CheckupStream, epoch: int, worker: int):
+        self.epoch = epoch
+        self.window = max(1, stream.group_by_length) * stream.batch_size
+        self.examples = stream._examples(epoch, worker)
+        self.head: list[Any] = []
+        self.error: BaseException | None = None
+        # daemon: a worker that is shut down (the run ended) must not wait for an unused epoch
+        self.thread = threading.Thread(target=self._fill, daemon=True, name=f"dentvlm-next-epoch-{worker}")
+        self.thread.start()
+
+    def _fill(self) -> None:
+        try:
+            self.head.extend(itertools.islice(self.examples, self.window))
+        except BaseException as error:  # raised where the epoch is read, as it would have been
+            self.error = error
+
+    def take(self) -> Iterator[Any]:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        head, self.head = self.head, []  # the epoch's consumer alone holds them, and lets them go
+        return itertools.chain(head, self.examples)
+
+    def discard(self) -> None:
+        """Another epoch was asked for (a resumed or restarted loop): drop this one, closing its files."""
+        self.thread.join()
+        self.examples.close()
 
 
 class _PaddingPool:
