@@ -52,8 +52,8 @@ def check_vision_language(folder: Path, trust_remote_code: bool = False):
 
 def attention(text: str = "sdpa", vision: str | None = None) -> str | dict[str, str]:
     """transformers' `attn_implementation`: one for the whole model, or a different one for the vision
-    tower (Qwen2.5-VL's vision attention under sdpa/eager loops over windows in Python, one kernel per
-    window and a host sync per block; flash_attention_2 does each block in one varlen call)."""
+    tower (transformers runs Qwen2.5-VL's vision attention under sdpa/eager as one call per window;
+    dentvlm batches sdpa's by window size; flash_attention_2 does each block in one varlen call)."""
     for name, value in (("model.attn_implementation", text), ("model.vision_attn_implementation", vision)):
         if value is not None and value not in ATTENTION:
             raise ValueError(f"{name} must be one of {ATTENTION}, got {value!r}")

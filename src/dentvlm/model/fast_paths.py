@@ -47,21 +47,46 @@ def _patch_embed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 def vision_attention_by_length(model: torch.nn.Module) -> int:
     """Batch Qwen2.5-VL's sdpa vision attention by window length (see the module docstring);
     returns how many attention modules were changed."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLVisionAttention
+
     changed = 0
     for module in model.modules():
-        if type(module).__name__ != "Qwen2_5_VLVisionAttention":
-            continue
-        if getattr(module.config, "_attn_implementation", None) != "sdpa":
-            continue
-        module.forward = types.MethodType(_vision_attention_forward, module)
-        changed += 1
+        if isinstance(module, Qwen2_5_VLVisionAttention):
+            module.forward = types.MethodType(_vision_attention_forward, module)
+            changed += 1
     return changed
+
+
+def _window_plan(cu_seqlens: torch.Tensor, seq_length: int) -> list[tuple[int, int, torch.Tensor]]:
+    """[(windows, length, rows)] per distinct window length, `rows` (windows x length) indexing the
+    patches on the device. Made with one host copy of `cu_seqlens` and one copy back, and kept on
+    the tensor: every window block (and its recompute in backward) gets the same `cu_seqlens`."""
+    plan = getattr(cu_seqlens, "_dentvlm_window_plan", None)
+    if plan is not None:
+        return plan
+    bounds = cu_seqlens.tolist()
+    if bounds[0] != 0 or bounds[-1] != seq_length or any(b > e for b, e in zip(bounds, bounds[1:])):
+        raise ValueError(f"vision attention: cu_seqlens {bounds[:4]}...{bounds[-1]} do not cover {seq_length} patches")
+    starts: dict[int, list[int]] = {}
+    for begin, end in zip(bounds, bounds[1:]):
+        if end > begin:
+            starts.setdefault(end - begin, []).append(begin)
+    host = [torch.tensor(group)[:, None] + torch.arange(length) for length, group in starts.items()]
+    rows = torch.cat([r.flatten() for r in host]).to(cu_seqlens.device)  # the one copy to the device
+    plan, offset = [], 0
+    for length, group in starts.items():
+        plan.append((len(group), length, rows[offset : offset + len(group) * length]))
+        offset += len(group) * length
+    cu_seqlens._dentvlm_window_plan = plan
+    return plan
 
 
 def _vision_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor,
                               position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
                               max_seqlen: int | None = None, **kwargs) -> torch.Tensor:
     """Qwen2_5_VLVisionAttention.forward (sdpa) with the windows of each length in one call."""
+    if self.config._attn_implementation != "sdpa":  # flash: one varlen call already; eager: its own
+        return type(self).forward(self, hidden_states, cu_seqlens, position_embeddings, max_seqlen, **kwargs)
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
 
     seq_length = hidden_states.shape[0]
@@ -69,20 +94,14 @@ def _vision_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: tor
     cos, sin = position_embeddings
     query, key = apply_rotary_pos_emb_vision(query, key, cos, sin)  # each (seq, heads, head_dim)
     dropout = self.attention_dropout if self.training else 0.0
-    starts, lengths = cu_seqlens[:-1].tolist(), (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()  # one host copy, as before
-    by_length: dict[int, list[int]] = {}
-    for start, length in zip(starts, lengths):
-        if length:
-            by_length.setdefault(length, []).append(start)
-    rows, outputs = [], []
-    for length, group in by_length.items():
-        device = query.device
-        index = (torch.tensor(group, device=device)[:, None] + torch.arange(length, device=device)).flatten()
-        q, k, v = (t[index].view(len(group), length, self.num_heads, -1).transpose(1, 2) for t in (query, key, value))
+    plan = _window_plan(cu_seqlens, seq_length)
+    outputs = []
+    for windows, length, rows in plan:
+        q, k, v = (t.index_select(0, rows).view(windows, length, self.num_heads, -1).transpose(1, 2)
+                   for t in (query, key, value))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scaling)  # (windows, heads, L, dim)
-        outputs.append(out.transpose(1, 2).reshape(len(group) * length, -1))
-        rows.append(index)
-    order = torch.cat(rows)
+        outputs.append(out.transpose(1, 2).reshape(windows * length, -1))
+    order = torch.cat([rows for _, _, rows in plan])
     attn_output = torch.empty((seq_length, outputs[0].shape[-1]), dtype=outputs[0].dtype, device=query.device)
     attn_output = attn_output.index_copy(0, order, torch.cat(outputs))  # back to the patches' order
     return self.proj(attn_output)

@@ -73,8 +73,8 @@ class DentVLM(L.LightningModule):
         dtype: Weight dtype: auto (as saved), float32, bfloat16 or float16.
         attn_implementation: sdpa, eager, flash_attention_2 or flash_attention_3.
         vision_attn_implementation: Another one for the vision tower (None: the same). On GPUs use
-            flash_attention_2 here at least: Qwen2.5-VL's vision attention under sdpa runs one small
-            kernel per 112-px window, with a host sync in every block.
+            flash_attention_2 here at least: one varlen call per block; under sdpa dentvlm batches
+            Qwen2.5-VL's 112-px windows by size (`dentvlm.model.fast_paths`), a few calls per block.
         trust_remote_code: Allow model code from the model folder (off: only installed transformers code).
         gradient_checkpointing: Recompute activations in backward to save memory.
         fsdp_param_dtype: Under FSDP2, all-gather/compute dtype (e.g. bfloat16); None keeps `dtype`.
