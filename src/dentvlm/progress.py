@@ -38,7 +38,7 @@ class LineProgress(L.Callback):
         self._start = self._epoch_start = 0.0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.active = self.mode == "lines" or (self.mode == "auto" and not _is_terminal(sys.stdout))
+        self.active = self.mode == "lines" or (self.mode == "auto" and not is_terminal(sys.stdout))
         if self.active:
             for callback in trainer.callbacks:
                 if isinstance(callback, ProgressBar):
@@ -96,7 +96,8 @@ class LineProgress(L.Callback):
         self._print(trainer, f"test done{_metrics(trainer, ('test/',))}")
 
 
-def _is_terminal(stream) -> bool:
+def is_terminal(stream) -> bool:
+    """Whether `stream` is a terminal (False for files, pipes and closed or replaced streams)."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

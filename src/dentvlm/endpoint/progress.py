@@ -7,6 +7,8 @@ import time
 
 from tqdm import tqdm
 
+from dentvlm.progress import is_terminal
+
 
 class RequestProgress:
     """Counts answered requests out of `total`; `cached` ones are counted apart (they cost nothing)."""
@@ -15,7 +17,7 @@ class RequestProgress:
         self.total, self.label = total, label
         self.done = self.cached = 0
         self.start = time.monotonic()
-        self.terminal = _is_terminal(sys.stderr)
+        self.terminal = is_terminal(sys.stderr)
         self.bar = tqdm(total=total, desc=label, unit="req", dynamic_ncols=True) if self.terminal else None
         self.every = max(1, total // lines)
 
@@ -38,13 +40,6 @@ class RequestProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _is_terminal(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _clock(seconds: float) -> str:
