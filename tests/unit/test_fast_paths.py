@@ -77,6 +77,7 @@ def test_vision_attention_falls_back_to_transformers_for_other_implementations(t
 def test_window_plan_refuses_bounds_that_do_not_cover_the_patches():
     with pytest.raises(ValueError, match="do not cover 10 patches"):
         _window_plan(torch.tensor([0, 4, 8]), 10)
-    plan = _window_plan(torch.tensor([0, 4, 8, 10, 10, 14]), 14)  # an empty window is skipped
-    assert [(windows, length, rows.tolist()) for windows, length, rows in plan] == [
+    order, groups = _window_plan(torch.tensor([0, 4, 8, 10, 10, 14]), 14)  # an empty window is skipped
+    assert order.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 8, 9]
+    assert [(windows, length, rows.tolist()) for windows, length, rows in groups] == [
         (3, 4, [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13]), (1, 2, [8, 9])]

@@ -69,7 +69,7 @@ def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementatio
     """
     from dentvlm.export import check_checkpoint_folder, load_adapter
     from dentvlm.model.build import load_vlm
-    from dentvlm.model.fast_paths import patch_embedding_as_matmul, vision_attention_by_length
+    from dentvlm.model.fast_paths import apply_fast_paths
 
     folder = model_folder(path)
     description = read_json(folder / DESCRIPTION)
@@ -79,8 +79,7 @@ def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementatio
         network = load_adapter(base, folder).get_base_model()  # LoRA layers live inside the base model
     else:
         network = load_vlm(str(folder), dtype, attn_implementation)
-    patch_embedding_as_matmul(network)
-    vision_attention_by_length(network)
+    apply_fast_paths(network)
     network.to(device).eval()
     labels = read_json(folder / "labels.json").get("classes") or description.get("classes")
     return InferenceModel(network=network, processor=folder_processor(folder), source=folder,

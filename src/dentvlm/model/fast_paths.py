@@ -1,8 +1,8 @@
 """Faster computations of the same results, swapped into a loaded model.
 
-Patch embedding. Qwen-VL embeds each 14 x 14 x 2-frame patch with a Conv3d whose kernel equals its stride and that
-has no padding: one output per patch, i.e. a matrix product of the flattened patches with the
-flattened kernel. The convolution path (mkldnn on the CPU, cuDNN's 3D kernels on GPUs) is several
+Patch embedding. Qwen-VL embeds each 14 x 14 x 2-frame patch with a Conv3d whose kernel equals
+its stride and that has no padding: one output per patch, i.e. a matrix product of the flattened
+patches with the flattened kernel. The convolution path (mkldnn on the CPU, cuDNN's 3D kernels on GPUs) is several
 times slower for this shape than the matrix product, which is also closer to a float64 reference.
 The module keeps its `proj` weight (checkpoints, LoRA, FSDP2 and export see the same parameter).
 
@@ -20,6 +20,13 @@ import types
 
 import torch
 import torch.nn.functional as F
+
+
+def apply_fast_paths(network: torch.nn.Module) -> None:
+    """Every fast path, in place: training and inference must compute alike (served answers equal
+    `dentvlm test`'s), so both load through here."""
+    patch_embedding_as_matmul(network)
+    vision_attention_by_length(network)
 
 
 def patch_embedding_as_matmul(model: torch.nn.Module) -> int:
@@ -57,10 +64,11 @@ def vision_attention_by_length(model: torch.nn.Module) -> int:
     return changed
 
 
-def _window_plan(cu_seqlens: torch.Tensor, seq_length: int) -> list[tuple[int, int, torch.Tensor]]:
-    """[(windows, length, rows)] per distinct window length, `rows` (windows x length) indexing the
-    patches on the device. Made with one host copy of `cu_seqlens` and one copy back, and kept on
-    the tensor: every window block (and its recompute in backward) gets the same `cu_seqlens`."""
+def _window_plan(cu_seqlens: torch.Tensor, seq_length: int) -> tuple[torch.Tensor, list[tuple[int, int, torch.Tensor]]]:
+    """(order, groups): per distinct window length, (windows, length, rows), `rows` (windows x
+    length) indexing the patches on the device; `order` is every group's rows in turn. Made with one
+    host copy of `cu_seqlens` and one copy back, and kept on the tensor: every window block (and its
+    recompute in backward) gets the same `cu_seqlens`."""
     plan = getattr(cu_seqlens, "_dentvlm_window_plan", None)
     if plan is not None:
         return plan
@@ -71,14 +79,12 @@ def _window_plan(cu_seqlens: torch.Tensor, seq_length: int) -> list[tuple[int, i
     for begin, end in zip(bounds, bounds[1:]):
         if end > begin:
             starts.setdefault(end - begin, []).append(begin)
-    host = [torch.tensor(group)[:, None] + torch.arange(length) for length, group in starts.items()]
-    rows = torch.cat([r.flatten() for r in host]).to(cu_seqlens.device)  # the one copy to the device
-    plan, offset = [], 0
-    for length, group in starts.items():
-        plan.append((len(group), length, rows[offset : offset + len(group) * length]))
-        offset += len(group) * length
-    cu_seqlens._dentvlm_window_plan = plan
-    return plan
+    host = [(torch.tensor(group)[:, None] + torch.arange(length)).flatten() for length, group in starts.items()]
+    order = torch.cat(host).to(cu_seqlens.device)  # the one copy to the device
+    pieces = order.split([len(h) for h in host])
+    groups = [(len(group), length, rows) for (length, group), rows in zip(starts.items(), pieces)]
+    cu_seqlens._dentvlm_window_plan = order, groups
+    return order, groups
 
 
 def _vision_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor,
@@ -94,14 +100,13 @@ def _vision_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: tor
     cos, sin = position_embeddings
     query, key = apply_rotary_pos_emb_vision(query, key, cos, sin)  # each (seq, heads, head_dim)
     dropout = self.attention_dropout if self.training else 0.0
-    plan = _window_plan(cu_seqlens, seq_length)
+    order, groups = _window_plan(cu_seqlens, seq_length)
     outputs = []
-    for windows, length, rows in plan:
+    for windows, length, rows in groups:
         q, k, v = (t.index_select(0, rows).view(windows, length, self.num_heads, -1).transpose(1, 2)
                    for t in (query, key, value))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scaling)  # (windows, heads, L, dim)
         outputs.append(out.transpose(1, 2).reshape(windows * length, -1))
-    order = torch.cat([rows for _, _, rows in plan])
     attn_output = torch.empty((seq_length, outputs[0].shape[-1]), dtype=outputs[0].dtype, device=query.device)
     attn_output = attn_output.index_copy(0, order, torch.cat(outputs))  # back to the patches' order
     return self.proj(attn_output)

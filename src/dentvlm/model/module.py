@@ -23,7 +23,7 @@ from dentvlm.model.build import (
     load_vlm,
     resolve_model_path,
 )
-from dentvlm.model.fast_paths import patch_embedding_as_matmul, vision_attention_by_length
+from dentvlm.model.fast_paths import apply_fast_paths
 from dentvlm.model.finetune import ALL_LINEAR, FinetuneSpec, apply_finetuning, parameter_counts
 from dentvlm.model.inputs import PixelNormalizer, model_inputs, with_vision_keepalive
 from dentvlm.model.loss import answer_loss
@@ -159,8 +159,7 @@ class DentVLM(L.LightningModule):
         hp = self.hparams
         model = apply_finetuning(model, self.spec)
         network = model.get_base_model() if hasattr(model, "get_base_model") else model
-        patch_embedding_as_matmul(network)
-        vision_attention_by_length(network)
+        apply_fast_paths(network)
         if hp.gradient_checkpointing:
             enable = getattr(network, "activation_checkpointing_enable", None)
             if enable is not None:
