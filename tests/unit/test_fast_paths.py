@@ -1,10 +1,15 @@
-"""The fast paths give transformers' outputs and gradients: the patch embedding as a matrix product,
-and the vision attention batched by window length."""
+"""The fast paths give transformers' and peft's outputs and gradients: the patch embedding as a matrix
+product, the vision attention batched by window length, LoRA updates added by one addmm."""
 
 import pytest
 import torch
 
-from dentvlm.model.fast_paths import _window_plan, patch_embedding_as_matmul, vision_attention_by_length
+from dentvlm.model.fast_paths import (
+    _window_plan,
+    lora_as_one_addmm,
+    patch_embedding_as_matmul,
+    vision_attention_by_length,
+)
 
 
 def test_patch_embedding_as_matmul_equals_the_convolution(tiny_model_dir):
@@ -58,7 +63,7 @@ def test_vision_attention_by_window_length_equals_one_call_per_window(tiny_model
     torch.testing.assert_close(fast, reference, **tolerance)
     assert fast_grads.keys() == reference_grads.keys() and any("attn.qkv" in n for n in fast_grads)
     for name, grad in reference_grads.items():
-        torch.testing.assert_close(fast_grads[name], grad, **tolerance, msg=name)
+        torch.testing.assert_close(fast_grads[name], grad, **tolerance, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_vision_attention_falls_back_to_transformers_for_other_implementations(tiny_model_dir):
@@ -81,3 +86,74 @@ def test_window_plan_refuses_bounds_that_do_not_cover_the_patches():
     assert order.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 8, 9]
     assert [(windows, length, rows.tolist()) for windows, length, rows in groups] == [
         (3, 4, [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13]), (1, 2, [8, 9])]
+
+
+def lora_model(tiny_model_dir, dropout: float):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    config = LoraConfig(r=8, lora_alpha=32, lora_dropout=dropout, init_lora_weights=False,  # B != 0: a real update
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    return get_peft_model(model, config)
+
+
+def lora_loss_and_grads(model, ids: torch.Tensor, autocast: bool = False) -> tuple[torch.Tensor, dict]:
+    model.zero_grad()
+    torch.manual_seed(1)  # the same dropout masks
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.detach().float(), {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_lora_as_one_addmm_equals_peft(tiny_model_dir, dropout):
+    model = lora_model(tiny_model_dir, dropout).train()
+    ids = torch.randint(0, 1000, (3, 40), generator=torch.Generator().manual_seed(0))
+    reference, reference_grads = lora_loss_and_grads(model, ids)
+    layers = sum(1 for name, _ in model.named_modules() if name.endswith("lora_A"))
+    assert layers == 34 and lora_as_one_addmm(model) == layers  # 4 x 7 language, 2 x 3 vision MLP
+    fast, fast_grads = lora_loss_and_grads(model, ids)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    assert fast_grads.keys() == reference_grads.keys() and len(fast_grads) == 2 * 4 * 7  # vision: no grad
+    for name, grad in reference_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_lora_as_one_addmm_under_bf16_autocast_is_as_close_to_fp32_as_peft(tiny_model_dir):
+    """In bf16 the two round differently (peft rounds the update, its scaling and the sum; addmm
+    rounds once), so each is compared with the float32 gradients."""
+    model = lora_model(tiny_model_dir, 0.0).train()
+    ids = torch.randint(0, 1000, (3, 40), generator=torch.Generator().manual_seed(0))
+    exact_loss, exact = lora_loss_and_grads(model, ids)
+    peft_loss, peft_grads = lora_loss_and_grads(model, ids, autocast=True)
+    lora_as_one_addmm(model)
+    fast_loss, fast_grads = lora_loss_and_grads(model, ids, autocast=True)
+
+    def relative_errors(grads: dict) -> torch.Tensor:
+        return torch.stack([(grads[n] - g).norm() / g.norm() for n, g in exact.items()])
+
+    peft_errors, fast_errors = relative_errors(peft_grads), relative_errors(fast_grads)
+    assert 0 < fast_errors.max() <= 1.1 * peft_errors.max()  # bf16 really ran, and no worse than peft's
+    assert fast_errors.median() <= 1.1 * peft_errors.median()
+    assert abs(fast_loss - exact_loss) <= 1.1 * abs(peft_loss - exact_loss) + 1e-3
+
+
+def test_lora_as_one_addmm_keeps_peft_for_disabled_and_merged_adapters(tiny_model_dir):
+    model = lora_model(tiny_model_dir, 0.0).eval()
+    ids = torch.randint(0, 1000, (2, 30))
+    with torch.no_grad():
+        base = model.get_base_model()(input_ids=ids).logits.clone()
+        with model.disable_adapter():
+            assert not torch.allclose(base, model(input_ids=ids).logits)  # the adapters change the output
+        lora_as_one_addmm(model)
+        with model.disable_adapter():
+            without = model(input_ids=ids).logits
+        with_adapter = model(input_ids=ids).logits
+        model.merge_adapter()
+        merged = model(input_ids=ids).logits
+    torch.testing.assert_close(with_adapter, base, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(merged, base, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(without, base)

@@ -12,6 +12,14 @@ per batch of COde-sized checkups and per block. Windows are mostly the same size
 differ), so the fast path stacks the windows of each length into one batched sdpa call: the same
 attention, a few calls per block. Flash attention already does it in one varlen call and keeps
 transformers' forward.
+
+LoRA. peft adds a LoRA layer's update as `result + lora_B(lora_A(x)) * scaling`: two passes over the
+layer's whole (tokens x out_features) output, each into a fresh tensor, and one more in backward
+for the scaling. `torch.addmm(result, down, B.T, alpha=scaling)` does the product, the scaling and
+the sum in one kernel, and its backward scales only the rank-sized products. On the tiny model this
+is a tenth of a CPU training step (28 LoRA layers); on GPUs it saves memory traffic of the same
+size. Adapters stay peft's modules and parameters (checkpoints, export, FSDP2 and merging see no
+difference); anything but one plain LoRA adapter on an `nn.Linear` keeps peft's forward.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ def apply_fast_paths(network: torch.nn.Module) -> None:
     `dentvlm test`'s), so both load through here."""
     patch_embedding_as_matmul(network)
     vision_attention_by_length(network)
+    lora_as_one_addmm(network)
 
 
 def patch_embedding_as_matmul(model: torch.nn.Module) -> int:
@@ -110,3 +119,36 @@ def _vision_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: tor
     attn_output = torch.empty((seq_length, outputs[0].shape[-1]), dtype=outputs[0].dtype, device=query.device)
     attn_output = attn_output.index_copy(0, order, torch.cat(outputs))  # back to the patches' order
     return self.proj(attn_output)
+
+
+def lora_as_one_addmm(model: torch.nn.Module) -> int:
+    """Add each peft LoRA `Linear`'s update with one `addmm` (see the module docstring); returns how
+    many layers were changed."""
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:  # no peft: no LoRA layers
+        return 0
+    changed = 0
+    for module in model.modules():
+        if type(module) is LoraLinear and isinstance(module.get_base_layer(), torch.nn.Linear):
+            module.forward = types.MethodType(_lora_linear_forward, module)
+            changed += 1
+    return changed
+
+
+def _lora_linear_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """peft's LoRA `Linear.forward` for one active plain adapter, the update added by `addmm`."""
+    adapters = self.active_adapters
+    name = adapters[0] if len(adapters) == 1 else None
+    if (args or kwargs or self.disable_adapters or self.merged or name not in self.lora_A
+            or name in self.lora_variant or self.lora_B[name].bias is not None):
+        return type(self).forward(self, x, *args, **kwargs)  # mixed batches, DoRA, several adapters...
+    down_weight, up_weight = self.lora_A[name].weight, self.lora_B[name].weight
+    same_dtype = x.dtype == self.base_layer.weight.dtype == down_weight.dtype == up_weight.dtype
+    if not (same_dtype or torch.is_autocast_enabled(x.device.type)):  # peft promotes and casts back
+        return type(self).forward(self, x, *args, **kwargs)
+    result = self.base_layer(x)
+    down = F.linear(self.lora_dropout[name](x), down_weight)
+    out = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]), up_weight.T,
+                      alpha=self.scaling[name])
+    return out.view(result.shape)
