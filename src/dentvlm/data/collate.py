@@ -21,6 +21,8 @@ from PIL import Image
 from dentvlm.data.image_budget import ImageBudget, qwen_resize
 from dentvlm.data.rope import rope_positions
 from dentvlm.data.tasks import Example
+from dentvlm.data.vision_plan import VisionGeometry, vision_plan
+from dentvlm.data.wire import to_wire
 
 IGNORE_INDEX = -100
 log = logging.getLogger(__name__)
@@ -322,17 +324,25 @@ class BatchCollator:
         packing: Pack each batch into one padding-free row.
         merge: The vision merge size (Qwen-VL: 2) when the model's rope positions are computed here
             (`dentvlm.data.rope`); None leaves them to the model (and rules out packing).
+        vision: Qwen2.5-VL's vision geometry: the batch carries the vision tower's index tensors
+            (`dentvlm.data.vision_plan`); None leaves them to the model.
+        wire: Hand the batch over as a `WireBatch` (a few buffers; for worker processes).
     """
 
-    def __init__(self, pad_id: int, packing: bool = False, merge: int | None = 2):
+    def __init__(self, pad_id: int, packing: bool = False, merge: int | None = 2,
+                 vision: VisionGeometry | None = None, wire: bool = False):
         if packing and merge is None:
             raise ValueError("data.packing needs per-sample rope positions, which dentvlm computes for "
                              "Qwen2-VL and Qwen2.5-VL only")
-        self.pad_id, self.packing, self.merge = pad_id, packing, merge
+        self.pad_id, self.packing, self.merge, self.vision, self.wire = pad_id, packing, merge, vision, wire
 
-    def __call__(self, items: list[Encoded]) -> dict:
+    def __call__(self, items: list[Encoded]):
         if not self.packing:
-            return pad_batch(items, self.pad_id, self.merge)
-        from dentvlm.data.packing import pack_batch
+            batch = pad_batch(items, self.pad_id, self.merge)
+        else:
+            from dentvlm.data.packing import pack_batch
 
-        return {**pack_batch(items, self.merge), **batch_extras(items)}
+            batch = {**pack_batch(items, self.merge), **batch_extras(items)}
+        if self.vision is not None and "image_grid_thw" in batch:
+            batch["vision_plan"] = vision_plan(batch["image_grid_thw"], self.vision)
+        return to_wire(batch) if self.wire else batch

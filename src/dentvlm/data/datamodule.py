@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -29,6 +29,8 @@ from dentvlm.data.tasks import (
     task_variant,
     with_demonstrations,
 )
+from dentvlm.data.vision_plan import VisionGeometry, vision_geometry
+from dentvlm.data.wire import WireBatch, from_wire
 from dentvlm.labels import DEFAULT_CLASSES, LabelParser
 from dentvlm.records import MODALITIES as IMAGE_MODALITIES
 from dentvlm.sharding import load_manifest
@@ -111,7 +113,24 @@ class EpochLoader(DataLoader):
 
     def __iter__(self):
         self.dataset.epoch = self.epoch_fn()
-        return super().__iter__()
+        return Unwired(super().__iter__())
+
+
+class Unwired:
+    """A DataLoader iterator whose batches come back from `WireBatch`es (see `dentvlm.data.wire`)."""
+
+    def __init__(self, batches: Iterator):
+        self.batches = batches
+
+    def __iter__(self) -> Unwired:
+        return self
+
+    def __next__(self):
+        batch = next(self.batches)
+        return from_wire(batch) if isinstance(batch, WireBatch) else batch
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 class DentDataModule(L.LightningDataModule):
@@ -215,6 +234,7 @@ class DentDataModule(L.LightningDataModule):
         self.shard_dir = Path(shards)
         self.task, self.eval_tasks = task, eval_tasks
         self.encoder: ChatEncoder | None = None
+        self.vision: VisionGeometry | None = None  # Qwen2.5-VL: the collator makes the vision plan
         self.rank, self.world_size = 0, 1
         self._resume_epoch = 0
         self.few_shot = few_shot
@@ -233,10 +253,12 @@ class DentDataModule(L.LightningDataModule):
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
         hp = self.hparams
         if hp.processor_path and self.encoder is None:
-            from dentvlm.model.build import load_processor, model_context_length
+            from dentvlm.model.build import context_length, load_processor, model_config
 
             processor = load_processor(hp.processor_path, hp.trust_remote_code)
-            context_len = hp.context_len or model_context_length(hp.processor_path, hp.trust_remote_code)
+            config = model_config(hp.processor_path, hp.trust_remote_code)
+            context_len = hp.context_len or context_length(config)
+            self.vision = vision_geometry(config)
             self.encoder = ChatEncoder(processor, hp.cutoff_len, hp.overflow, hp.min_pixels, hp.max_pixels,
                                        context_len=context_len, few_shot_max_pixels=hp.few_shot_max_pixels)
 
@@ -293,11 +315,12 @@ class DentDataModule(L.LightningDataModule):
 
     def _loader(self, stream: CheckupStream) -> EpochLoader:
         collate = list
+        workers = self.hparams.num_workers
         if self.encoder is not None:
             processor = self.encoder.processor
             merge = processor.image_processor.merge_size if knows_rope_of(processor) else None
-            collate = BatchCollator(self.encoder.pad_id, packing=self.hparams.packing and stream.training, merge=merge)
-        workers = self.hparams.num_workers
+            collate = BatchCollator(self.encoder.pad_id, packing=self.hparams.packing and stream.training, merge=merge,
+                                    vision=self.vision if merge is not None else None, wire=workers > 0)
         persistent = workers > 0 and self.hparams.persistent_workers
         stream.prepare_next_epoch = persistent  # idle workers make the start of their next epoch
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"

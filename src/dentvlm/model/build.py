@@ -92,11 +92,19 @@ def build_vlm_without_weights(path: str, dtype: str = "auto", attn_implementatio
                                                    trust_remote_code=trust_remote_code)
 
 
-def model_context_length(path: str, trust_remote_code: bool = False) -> int:
-    """The longest sequence the model of `path` takes (its config's max_position_embeddings)."""
+def model_config(path: str, trust_remote_code: bool = False):
+    """The model config saved in `path` (no weights read)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(resolve_model_path(path), trust_remote_code=trust_remote_code)
+    return AutoConfig.from_pretrained(resolve_model_path(path), trust_remote_code=trust_remote_code)
+
+
+def model_context_length(path: str, trust_remote_code: bool = False) -> int:
+    """The longest sequence the model of `path` takes (its config's max_position_embeddings)."""
+    return context_length(model_config(path, trust_remote_code))
+
+
+def context_length(config) -> int:
     text = getattr(config, "text_config", None) or config
     return int(text.max_position_embeddings)
 

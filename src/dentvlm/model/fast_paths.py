@@ -13,6 +13,10 @@ differ), so the fast path stacks the windows of each length into one batched sdp
 attention, a few calls per block. Flash attention already does it in one varlen call and keeps
 transformers' forward.
 
+Vision plan. Qwen2.5-VL's vision tower computes its patch positions, window order and boundaries
+from the image grids at every forward (see `dentvlm.data.vision_plan`); the collator makes them in
+the data workers, and the tower takes them from the batch's `vision_plan` when there is one.
+
 LoRA. peft adds a LoRA layer's update as `result + lora_B(lora_A(x)) * scaling`: two passes over the
 layer's whole (tokens x out_features) output, each into a fresh tensor, and one more in backward
 for the scaling. `torch.addmm(result, down, B.T, alpha=scaling)` does the product, the scaling and
@@ -35,6 +39,7 @@ def apply_fast_paths(network: torch.nn.Module) -> None:
     `dentvlm test`'s), so both load through here."""
     patch_embedding_as_matmul(network)
     vision_attention_by_length(network)
+    vision_plan_from_batch(network)
     lora_as_one_addmm(network)
 
 
@@ -119,6 +124,33 @@ def _vision_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: tor
     attn_output = torch.empty((seq_length, outputs[0].shape[-1]), dtype=outputs[0].dtype, device=query.device)
     attn_output = attn_output.index_copy(0, order, torch.cat(outputs))  # back to the patches' order
     return self.proj(attn_output)
+
+
+def vision_plan_from_batch(model: torch.nn.Module) -> int:
+    """Let Qwen2.5-VL's vision tower take a batch's `vision_plan` keyword (see the module
+    docstring); returns how many towers were changed."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, Qwen2_5_VisionTransformerPretrainedModel):
+            module.forward = types.MethodType(_vision_tower_forward, module)
+            changed += 1
+    return changed
+
+
+def _vision_tower_forward(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor, vision_plan: dict | None = None,
+                          **kwargs):
+    """The vision tower's forward, with the precomputed inputs of `vision_plan` (transformers pops
+    them from its keyword arguments instead of computing them)."""
+    if vision_plan is not None:
+        geometry = (self.spatial_merge_size, self.window_size, self.patch_size)
+        if tuple(vision_plan["geometry"]) != geometry:  # the data were prepared for another model
+            raise ValueError(f"the batch's vision plan was made for (merge, window, patch) "
+                             f"{tuple(vision_plan['geometry'])} but the model's vision tower has {geometry}: "
+                             "data.processor_path and model.model_path name different models")
+        kwargs.update((key, value) for key, value in vision_plan.items() if key != "geometry")
+    return type(self).forward(self, hidden_states, grid_thw, **kwargs)
 
 
 def lora_as_one_addmm(model: torch.nn.Module) -> int:

@@ -56,6 +56,8 @@ def model_inputs(batch: dict, generation: bool = False, pixels: PixelNormalizer 
         inputs = {"input_ids": batch["input_ids"], "mm_token_type_ids": batch["mm_token_type_ids"]}
         if "position_ids" in batch:  # made by the collator (packed rows: text + 3D positions)
             inputs["position_ids"] = batch["position_ids"]
+        if "vision_plan" in batch:  # the vision tower's index tensors, made by the collator too
+            inputs["vision_plan"] = batch["vision_plan"]
     if "pixel_values" in batch:
         inputs["pixel_values"] = pixels(batch["pixel_values"]) if pixels is not None else batch["pixel_values"]
         inputs["image_grid_thw"] = batch["image_grid_thw"]

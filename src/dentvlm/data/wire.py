@@ -1,0 +1,77 @@
+"""Batches as a few buffers between the DataLoader workers and the training process.
+
+A worker hands each tensor of a batch to the main process through its own shared-memory segment
+and file descriptor: with ~20 small tensors per batch (token ids, labels, positions, masks, the
+vision plan, statistics) that costs ~5 ms per batch on the main process, a few percent of a CPU
+training step and as many pinned buffers and host-to-device copies on a GPU. `to_wire` packs the
+tensors into one flat buffer per dtype; `from_wire` gives back the same batch, its tensors as views
+of those buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where one tensor lives in its dtype's buffer."""
+
+    dtype: torch.dtype
+    offset: int
+    shape: tuple[int, ...]
+
+
+@dataclass
+class WireBatch:
+    """A batch whose tensors are packed into `buffers` (one per dtype); `layout` is the batch with
+    each tensor replaced by its `_Slot`."""
+
+    buffers: dict[torch.dtype, torch.Tensor]
+    layout: Any
+
+    def pin_memory(self) -> WireBatch:
+        """Called by the DataLoader's pinning thread (on GPU runs): pins the few buffers."""
+        return WireBatch({dtype: buffer.pin_memory() for dtype, buffer in self.buffers.items()}, self.layout)
+
+
+def to_wire(batch: Any) -> WireBatch:
+    """Pack every tensor of `batch` (nested in dicts, lists and tuples) into one buffer per dtype."""
+    pieces: dict[torch.dtype, list[torch.Tensor]] = {}
+    sizes: dict[torch.dtype, int] = {}
+
+    def slot(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            pieces.setdefault(value.dtype, []).append(value.reshape(-1))
+            offset = sizes.get(value.dtype, 0)
+            sizes[value.dtype] = offset + value.numel()
+            return _Slot(value.dtype, offset, tuple(value.shape))
+        if isinstance(value, dict):
+            return {key: slot(item) for key, item in value.items()}
+        if type(value) in (list, tuple):
+            return type(value)(slot(item) for item in value)
+        return value
+
+    layout = slot(batch)
+    return WireBatch({dtype: torch.cat(parts) for dtype, parts in pieces.items()}, layout)
+
+
+def from_wire(wire: WireBatch) -> Any:
+    """The batch `to_wire` packed, each tensor a view of its buffer."""
+
+    def restore(value: Any) -> Any:
+        if isinstance(value, _Slot):
+            size = 1
+            for dim in value.shape:
+                size *= dim
+            return wire.buffers[value.dtype][value.offset : value.offset + size].view(value.shape)
+        if isinstance(value, dict):
+            return {key: restore(item) for key, item in value.items()}
+        if type(value) in (list, tuple):
+            return type(value)(restore(item) for item in value)
+        return value
+
+    return restore(wire.layout)
