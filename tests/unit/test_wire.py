@@ -53,3 +53,14 @@ def test_a_worker_hands_over_the_batches_it_would_make_in_process(small_shards, 
     assert len(in_process) > 1 and all("vision_plan" in b and "pixel_values" in b for b in in_process)
     for got, expected in zip(from_worker, in_process, strict=True):
         assert_same(got, expected)
+
+
+def test_the_pinning_thread_pins_the_buffers(monkeypatch):
+    """On GPU runs the DataLoader pins each batch; a WireBatch pins its few buffers."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(self.dtype) or self.clone())
+    wire = pin_memory(to_wire({"ids": torch.arange(4), "pixels": torch.zeros(3, dtype=torch.uint8), "n": 2}))
+    assert isinstance(wire, WireBatch) and sorted(map(str, pinned)) == ["torch.int64", "torch.uint8"]
+    assert_same(from_wire(wire), {"ids": torch.arange(4), "pixels": torch.zeros(3, dtype=torch.uint8), "n": 2})
