@@ -122,15 +122,34 @@ def test_lora_as_one_addmm_equals_peft(tiny_model_dir, dropout):
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
-def test_lora_as_one_addmm_under_bf16_autocast_is_as_close_to_fp32_as_peft(tiny_model_dir):
-    """In bf16 the two round differently (peft rounds the update, its scaling and the sum; addmm
-    rounds once), so each is compared with the float32 gradients."""
+def count_peft_forwards(monkeypatch) -> list:
+    """Calls of peft's own LoRA forward (the fast path's fallback) from now on."""
+    from peft.tuners.lora.layer import Linear
+
+    calls, original = [], Linear.forward
+    monkeypatch.setattr(Linear, "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("precision", ["autocast", "bf16", "bf16 base, fp32 adapter"])
+def test_lora_as_one_addmm_in_bf16_is_as_close_to_fp32_as_peft(tiny_model_dir, precision, monkeypatch):
+    """bf16 under autocast (Lightning's bf16-mixed), everything in bf16 (FSDP2's param_dtype,
+    bf16-true) and a float32 adapter on a bf16 base model (as peft loads one for inference): the fast
+    path runs in each, and, since the two round differently (peft rounds the update, its scaling and
+    the sum; addmm rounds once), each is compared with the float32 gradients."""
     model = lora_model(tiny_model_dir, 0.0).train()
     ids = torch.randint(0, 1000, (3, 40), generator=torch.Generator().manual_seed(0))
     exact_loss, exact = lora_loss_and_grads(model, ids)
-    peft_loss, peft_grads = lora_loss_and_grads(model, ids, autocast=True)
+    if precision != "autocast":
+        for name, param in model.named_parameters():
+            if precision == "bf16" or "lora_" not in name:
+                param.data = param.data.bfloat16()
+    autocast = precision == "autocast"
+    peft_loss, peft_grads = lora_loss_and_grads(model, ids, autocast)
     lora_as_one_addmm(model)
-    fast_loss, fast_grads = lora_loss_and_grads(model, ids, autocast=True)
+    peft_calls = count_peft_forwards(monkeypatch)
+    fast_loss, fast_grads = lora_loss_and_grads(model, ids, autocast)
+    assert peft_calls == []
 
     def relative_errors(grads: dict) -> torch.Tensor:
         return torch.stack([(grads[n] - g).norm() / g.norm() for n, g in exact.items()])
@@ -141,7 +160,7 @@ def test_lora_as_one_addmm_under_bf16_autocast_is_as_close_to_fp32_as_peft(tiny_
     assert abs(fast_loss - exact_loss) <= 1.1 * abs(peft_loss - exact_loss) + 1e-3
 
 
-def test_lora_as_one_addmm_keeps_peft_for_disabled_and_merged_adapters(tiny_model_dir):
+def test_lora_as_one_addmm_keeps_peft_for_disabled_and_merged_adapters(tiny_model_dir, monkeypatch):
     model = lora_model(tiny_model_dir, 0.0).eval()
     ids = torch.randint(0, 1000, (2, 30))
     with torch.no_grad():
@@ -149,11 +168,15 @@ def test_lora_as_one_addmm_keeps_peft_for_disabled_and_merged_adapters(tiny_mode
         with model.disable_adapter():
             assert not torch.allclose(base, model(input_ids=ids).logits)  # the adapters change the output
         lora_as_one_addmm(model)
+        peft_calls = count_peft_forwards(monkeypatch)
         with model.disable_adapter():
             without = model(input_ids=ids).logits
+        assert len(peft_calls) == 4 * 7  # the language model's layers (the vision tower did not run)
         with_adapter = model(input_ids=ids).logits
+        assert len(peft_calls) == 4 * 7
         model.merge_adapter()
         merged = model(input_ids=ids).logits
+        assert len(peft_calls) == 2 * 4 * 7
     torch.testing.assert_close(with_adapter, base, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(merged, base, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(without, base)

@@ -35,6 +35,7 @@ def test_round_trip_keeps_every_value_and_packs_one_buffer_per_dtype():
         "plan": {"cu": torch.tensor([0, 4, 8], dtype=torch.int32), "longest": 4, "geometry": (2, 112, 14)},
         "meta": [{"key": "a", "labels": ["caries"], "thumbnail": None}],
     }
+    assert all(buffer.is_shared() for buffer in to_wire(batch, shared=True).buffers.values())
     wire = pickle.loads(pickle.dumps(to_wire(batch)))
     assert isinstance(wire, WireBatch)
     assert sorted(map(str, wire.buffers)) == ["torch.bool", "torch.int32", "torch.int64", "torch.uint8"]

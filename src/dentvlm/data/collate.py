@@ -326,7 +326,7 @@ class BatchCollator:
             (`dentvlm.data.rope`); None leaves them to the model (and rules out packing).
         vision: Qwen2.5-VL's vision geometry: the batch carries the vision tower's index tensors
             (`dentvlm.data.vision_plan`); None leaves them to the model.
-        wire: Hand the batch over as a `WireBatch` (a few buffers; for worker processes).
+        wire: Hand the batch over as a `WireBatch` (a few buffers in shared memory; for worker processes).
     """
 
     def __init__(self, pad_id: int, packing: bool = False, merge: int | None = 2,
@@ -345,4 +345,4 @@ class BatchCollator:
             batch = {**pack_batch(items, self.merge), **batch_extras(items)}
         if self.vision is not None and "image_grid_thw" in batch:
             batch["vision_plan"] = vision_plan(batch["image_grid_thw"], self.vision)
-        return to_wire(batch) if self.wire else batch
+        return to_wire(batch, shared=True) if self.wire else batch

@@ -5,9 +5,10 @@ At the start of every forward, Qwen2.5-VL's vision tower derives from the images
 patches' rotary positions, the order that groups them into attention windows, and the window and
 image boundaries: a Python loop per image with some 35 tensor operations and host copies each, about
 2,300 operations for a batch of 64 small images (~5 ms of a CPU training step; on a GPU as many
-kernel launches and ~130 stalls). transformers accepts them precomputed; the collator computes them
-with transformers' own functions, and the model's vision tower takes them from the batch
-(`dentvlm.model.fast_paths.vision_plan_from_batch`).
+kernel launches and ~130 stalls). transformers accepts them precomputed, as `image_`-prefixed
+keyword arguments of the model's forward (they reach the image tower only); the collator computes
+them with transformers' own functions, and `dentvlm.model.inputs.model_inputs` passes them on when
+the model's geometry is the one they were made for.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def vision_geometry(config) -> VisionGeometry | None:
     transformers that cannot take the plan precomputed."""
     if getattr(config, "model_type", None) != "qwen2_5_vl":
         return None
-    try:
-        from transformers.vision_utils import get_vision_window_index  # noqa: F401  (transformers >= 5.x)
+    try:  # both arrived in transformers 5.x: the functions, and the image_ prefix that routes their outputs
+        from transformers.utils.generic import accepts_precomputed_kwargs  # noqa: F401
+        from transformers.vision_utils import get_vision_window_index  # noqa: F401
     except ImportError:
         return None
     vision = config.vision_config
@@ -40,22 +42,22 @@ def vision_geometry(config) -> VisionGeometry | None:
 
 
 def vision_plan(image_grid_thw: torch.Tensor, geometry: VisionGeometry) -> dict:
-    """The vision tower's precomputed inputs for a batch's images, under transformers' own keyword
-    names, and the geometry they were made for (checked by the model)."""
+    """The vision tower's precomputed inputs for a batch's images (`kwargs`, named as the model's
+    forward takes them) and the geometry they were made for (`geometry`)."""
     from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
 
     window_index, cu_window_seqlens = get_vision_window_index(image_grid_thw, geometry.merge, geometry.window_size,
                                                               geometry.patch_size)
     cu_seqlens = get_vision_cu_seqlens(image_grid_thw)
-    return {
-        "position_ids": get_vision_position_ids(image_grid_thw, geometry.merge),
-        "window_index": window_index,
-        "cu_window_seqlens": cu_window_seqlens,
-        "cu_seqlens": cu_seqlens,
-        "max_seqlen": longest(cu_seqlens),  # flash attention's; it would copy them to the host
-        "max_window_seqlen": longest(cu_window_seqlens),
-        "geometry": astuple(geometry),
+    kwargs = {
+        "image_position_ids": get_vision_position_ids(image_grid_thw, geometry.merge),
+        "image_window_index": window_index,
+        "image_cu_window_seqlens": cu_window_seqlens,
+        "image_cu_seqlens": cu_seqlens,
+        "image_max_seqlen": longest(cu_seqlens),  # flash attention's; it would copy them to the host
+        "image_max_window_seqlen": longest(cu_window_seqlens),
     }
+    return {"geometry": astuple(geometry), "kwargs": kwargs}
 
 
 def longest(cu_seqlens: torch.Tensor) -> int:

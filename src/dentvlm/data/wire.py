@@ -38,8 +38,10 @@ class WireBatch:
         return WireBatch({dtype: buffer.pin_memory() for dtype, buffer in self.buffers.items()}, self.layout)
 
 
-def to_wire(batch: Any) -> WireBatch:
-    """Pack every tensor of `batch` (nested in dicts, lists and tuples) into one buffer per dtype."""
+def to_wire(batch: Any, shared: bool = False) -> WireBatch:
+    """Pack every tensor of `batch` (nested in dicts, lists and tuples) into one buffer per dtype;
+    `shared` (in a worker) writes the buffers straight into shared memory, where sending them to the
+    main process would otherwise copy them (the images: megabytes per batch)."""
     pieces: dict[torch.dtype, list[torch.Tensor]] = {}
     sizes: dict[torch.dtype, int] = {}
 
@@ -56,7 +58,13 @@ def to_wire(batch: Any) -> WireBatch:
         return value
 
     layout = slot(batch)
-    return WireBatch({dtype: torch.cat(parts) for dtype, parts in pieces.items()}, layout)
+    buffers = {}
+    for dtype, parts in pieces.items():
+        buffers[dtype] = torch.empty(sizes[dtype], dtype=dtype)
+        if shared and sizes[dtype]:
+            buffers[dtype].share_memory_()
+        torch.cat(parts, out=buffers[dtype])
+    return WireBatch(buffers, layout)
 
 
 def from_wire(wire: WireBatch) -> Any:

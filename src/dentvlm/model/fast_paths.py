@@ -13,10 +13,6 @@ differ), so the fast path stacks the windows of each length into one batched sdp
 attention, a few calls per block. Flash attention already does it in one varlen call and keeps
 transformers' forward.
 
-Vision plan. Qwen2.5-VL's vision tower computes its patch positions, window order and boundaries
-from the image grids at every forward (see `dentvlm.data.vision_plan`); the collator makes them in
-the data workers, and the tower takes them from the batch's `vision_plan` when there is one.
-
 LoRA. peft adds a LoRA layer's update as `result + lora_B(lora_A(x)) * scaling`: two passes over the
 layer's whole (tokens x out_features) output, each into a fresh tensor, and one more in backward
 for the scaling. `torch.addmm(result, down, B.T, alpha=scaling)` does the product, the scaling and
@@ -29,6 +25,7 @@ difference); anything but one plain LoRA adapter on an `nn.Linear` keeps peft's 
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,23 +36,28 @@ def apply_fast_paths(network: torch.nn.Module) -> None:
     `dentvlm test`'s), so both load through here."""
     patch_embedding_as_matmul(network)
     vision_attention_by_length(network)
-    vision_plan_from_batch(network)
     lora_as_one_addmm(network)
+
+
+def replace_forwards(model: torch.nn.Module, matches: Callable[[torch.nn.Module], bool], forward: Callable) -> int:
+    """Give each module of `model` that `matches` the method `forward`; returns how many."""
+    changed = 0
+    for module in model.modules():
+        if matches(module):
+            module.forward = types.MethodType(forward, module)
+            changed += 1
+    return changed
 
 
 def patch_embedding_as_matmul(model: torch.nn.Module) -> int:
     """Compute every patch embedding (a module with a stride == kernel, unpadded Conv3d `proj`, as
     Qwen2-VL/2.5-VL/3-VL have) as a matrix product; returns how many modules were changed."""
-    changed = 0
-    for module in model.modules():
+    def is_patch_convolution(module: torch.nn.Module) -> bool:
         conv = getattr(module, "proj", None)
-        if not (isinstance(conv, torch.nn.Conv3d) and type(module).__name__.endswith("PatchEmbed")):
-            continue
-        if tuple(conv.kernel_size) != tuple(conv.stride) or any(conv.padding) or conv.groups != 1:
-            continue
-        module.forward = types.MethodType(_patch_embed_forward, module)
-        changed += 1
-    return changed
+        return (isinstance(conv, torch.nn.Conv3d) and type(module).__name__.endswith("PatchEmbed")
+                and tuple(conv.kernel_size) == tuple(conv.stride) and not any(conv.padding) and conv.groups == 1)
+
+    return replace_forwards(model, is_patch_convolution, _patch_embed_forward)
 
 
 def _patch_embed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -70,12 +72,8 @@ def vision_attention_by_length(model: torch.nn.Module) -> int:
     returns how many attention modules were changed."""
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLVisionAttention
 
-    changed = 0
-    for module in model.modules():
-        if isinstance(module, Qwen2_5_VLVisionAttention):
-            module.forward = types.MethodType(_vision_attention_forward, module)
-            changed += 1
-    return changed
+    return replace_forwards(model, lambda module: isinstance(module, Qwen2_5_VLVisionAttention),
+                            _vision_attention_forward)
 
 
 def _window_plan(cu_seqlens: torch.Tensor, seq_length: int) -> tuple[torch.Tensor, list[tuple[int, int, torch.Tensor]]]:
@@ -126,33 +124,6 @@ def _vision_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: tor
     return self.proj(attn_output)
 
 
-def vision_plan_from_batch(model: torch.nn.Module) -> int:
-    """Let Qwen2.5-VL's vision tower take a batch's `vision_plan` keyword (see the module
-    docstring); returns how many towers were changed."""
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
-
-    changed = 0
-    for module in model.modules():
-        if isinstance(module, Qwen2_5_VisionTransformerPretrainedModel):
-            module.forward = types.MethodType(_vision_tower_forward, module)
-            changed += 1
-    return changed
-
-
-def _vision_tower_forward(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor, vision_plan: dict | None = None,
-                          **kwargs):
-    """The vision tower's forward, with the precomputed inputs of `vision_plan` (transformers pops
-    them from its keyword arguments instead of computing them)."""
-    if vision_plan is not None:
-        geometry = (self.spatial_merge_size, self.window_size, self.patch_size)
-        if tuple(vision_plan["geometry"]) != geometry:  # the data were prepared for another model
-            raise ValueError(f"the batch's vision plan was made for (merge, window, patch) "
-                             f"{tuple(vision_plan['geometry'])} but the model's vision tower has {geometry}: "
-                             "data.processor_path and model.model_path name different models")
-        kwargs.update((key, value) for key, value in vision_plan.items() if key != "geometry")
-    return type(self).forward(self, hidden_states, grid_thw, **kwargs)
-
-
 def lora_as_one_addmm(model: torch.nn.Module) -> int:
     """Add each peft LoRA `Linear`'s update with one `addmm` (see the module docstring); returns how
     many layers were changed."""
@@ -160,27 +131,27 @@ def lora_as_one_addmm(model: torch.nn.Module) -> int:
         from peft.tuners.lora.layer import Linear as LoraLinear
     except ImportError:  # no peft: no LoRA layers
         return 0
-    changed = 0
-    for module in model.modules():
-        if type(module) is LoraLinear and isinstance(module.get_base_layer(), torch.nn.Linear):
-            module.forward = types.MethodType(_lora_linear_forward, module)
-            changed += 1
-    return changed
+    return replace_forwards(
+        model, lambda module: type(module) is LoraLinear and isinstance(module.get_base_layer(), torch.nn.Linear),
+        _lora_linear_forward)
 
 
 def _lora_linear_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """peft's LoRA `Linear.forward` for one active plain adapter, the update added by `addmm`."""
+    """peft's LoRA `Linear.forward` for one active plain adapter, the update added by `addmm`.
+
+    As in peft, the adapter computes in its own dtype (a float32 adapter on a bfloat16 base model,
+    as peft loads one, adds its update in float32 and casts the sum back); under autocast, in the
+    autocast dtype."""
     adapters = self.active_adapters
     name = adapters[0] if len(adapters) == 1 else None
     if (args or kwargs or self.disable_adapters or self.merged or name not in self.lora_A
             or name in self.lora_variant or self.lora_B[name].bias is not None):
         return type(self).forward(self, x, *args, **kwargs)  # mixed batches, DoRA, several adapters...
     down_weight, up_weight = self.lora_A[name].weight, self.lora_B[name].weight
-    same_dtype = x.dtype == self.base_layer.weight.dtype == down_weight.dtype == up_weight.dtype
-    if not (same_dtype or torch.is_autocast_enabled(x.device.type)):  # peft promotes and casts back
+    if down_weight.dtype != up_weight.dtype and not torch.is_autocast_enabled(x.device.type):
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x)
-    down = F.linear(self.lora_dropout[name](x), down_weight)
-    out = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]), up_weight.T,
-                      alpha=self.scaling[name])
-    return out.view(result.shape)
+    down = F.linear(self.lora_dropout[name](self._cast_input_dtype(x, down_weight.dtype)), down_weight)
+    out = torch.addmm(result.reshape(-1, result.shape[-1]).to(down.dtype), down.reshape(-1, down.shape[-1]),
+                      up_weight.T, alpha=self.scaling[name])
+    return out.view(result.shape).to(result.dtype)

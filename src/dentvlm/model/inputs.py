@@ -11,9 +11,12 @@ no output that counts (attention never sees it, its position has no label).
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import torch
 
 from dentvlm.data.collate import IGNORE_INDEX
+from dentvlm.data.vision_plan import VisionGeometry
 
 
 class PixelNormalizer:
@@ -43,9 +46,15 @@ class PixelNormalizer:
         return torch.addcmul(shift, pixels.float(), scale)
 
 
-def model_inputs(batch: dict, generation: bool = False, pixels: PixelNormalizer | None = None) -> dict:
+def model_inputs(batch: dict, generation: bool = False, pixels: PixelNormalizer | None = None,
+                 vision: VisionGeometry | None = None) -> dict:
     """The model's keyword inputs from a collated batch (the generation prompt when `generation`);
-    `pixels` normalises uint8 images from the data workers."""
+    `pixels` normalises uint8 images from the data workers; `vision` (the model's geometry) passes
+    the batch's vision plan on (`dentvlm.data.vision_plan`), after checking it was made for it.
+
+    Raises:
+        ValueError: The batch's vision plan was made for another vision geometry.
+    """
     if generation:  # left-padded prompts: the mask keeps every row's pads out of its attention
         inputs = {"input_ids": batch["gen_input_ids"], "attention_mask": batch["gen_attention_mask"],
                   "mm_token_type_ids": batch["gen_mm_token_type_ids"]}
@@ -56,8 +65,13 @@ def model_inputs(batch: dict, generation: bool = False, pixels: PixelNormalizer 
         inputs = {"input_ids": batch["input_ids"], "mm_token_type_ids": batch["mm_token_type_ids"]}
         if "position_ids" in batch:  # made by the collator (packed rows: text + 3D positions)
             inputs["position_ids"] = batch["position_ids"]
-        if "vision_plan" in batch:  # the vision tower's index tensors, made by the collator too
-            inputs["vision_plan"] = batch["vision_plan"]
+        if vision is not None and "vision_plan" in batch:  # the vision tower's index tensors, made by the collator
+            plan = batch["vision_plan"]
+            if tuple(plan["geometry"]) != astuple(vision):
+                raise ValueError(f"the batch's vision plan was made for (merge, window, patch) "
+                                 f"{tuple(plan['geometry'])} but the model's vision tower has {astuple(vision)}: "
+                                 "data.processor_path and model.model_path name different models")
+            inputs.update(plan["kwargs"])
     if "pixel_values" in batch:
         inputs["pixel_values"] = pixels(batch["pixel_values"]) if pixels is not None else batch["pixel_values"]
         inputs["image_grid_thw"] = batch["image_grid_thw"]

@@ -14,6 +14,7 @@ import math
 import lightning as L
 import torch
 
+from dentvlm.data.vision_plan import VisionGeometry, vision_geometry
 from dentvlm.metrics.loss import TokenMeanLoss
 from dentvlm.model.build import (
     DTYPES,
@@ -129,6 +130,7 @@ class DentVLM(L.LightningModule):
             raise ValueError(f"model.fsdp_sharding must be one of {FSDP_SHARDING}, got {fsdp_sharding!r}")
         self.model: torch.nn.Module | None = None
         self.processor = None
+        self.vision: VisionGeometry | None = None  # Qwen2.5-VL's, for the batches' vision plans
         # Only trainable weights are checkpointed (see state_dict), so loading is not strict.
         self.strict_loading = False
         self.eval_loss = torch.nn.ModuleDict()
@@ -160,6 +162,7 @@ class DentVLM(L.LightningModule):
         model = apply_finetuning(model, self.spec)
         network = model.get_base_model() if hasattr(model, "get_base_model") else model
         apply_fast_paths(network)
+        self.vision = vision_geometry(network.config)  # the batches' vision plans must be made for it
         if hp.gradient_checkpointing:
             enable = getattr(network, "activation_checkpointing_enable", None)
             if enable is not None:
@@ -255,7 +258,8 @@ class DentVLM(L.LightningModule):
     # ----- steps ----------------------------------------------------------------------------
     def loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed cross-entropy over the batch's label tokens, their count); padding rows have none."""
-        inputs, labels = self._with_keepalive(model_inputs(batch, pixels=self.pixels), batch["labels"], left=False)
+        inputs, labels = self._with_keepalive(model_inputs(batch, pixels=self.pixels, vision=self.vision),
+                                              batch["labels"], left=False)
         with self._adapter_switch():
             return answer_loss(self.network, inputs, labels, batch.get("loss_positions"))
 
