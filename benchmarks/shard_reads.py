@@ -29,9 +29,6 @@ class CountingFile:
     def __init__(self, handle, log: Path):
         self.handle, self.log = handle, log
 
-    def read(self, size: int = -1) -> bytes:
-        return self.handle.read(size)
-
     def __getattr__(self, name):
         return getattr(self.handle, name)
 

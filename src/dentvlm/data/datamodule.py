@@ -320,7 +320,7 @@ class DentDataModule(L.LightningDataModule):
             processor = self.encoder.processor
             merge = processor.image_processor.merge_size if knows_rope_of(processor) else None
             collate = BatchCollator(self.encoder.pad_id, packing=self.hparams.packing and stream.training, merge=merge,
-                                    vision=self.vision if merge is not None else None, wire=workers > 0)
+                                    vision=self.vision, wire=workers > 0)
         persistent = workers > 0 and self.hparams.persistent_workers
         stream.prepare_next_epoch = persistent  # idle workers make the start of their next epoch
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"

@@ -10,6 +10,8 @@ of those buffers.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,18 +48,14 @@ def to_wire(batch: Any, shared: bool = False) -> WireBatch:
     sizes: dict[torch.dtype, int] = {}
 
     def slot(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            pieces.setdefault(value.dtype, []).append(value.reshape(-1))
-            offset = sizes.get(value.dtype, 0)
-            sizes[value.dtype] = offset + value.numel()
-            return _Slot(value.dtype, offset, tuple(value.shape))
-        if isinstance(value, dict):
-            return {key: slot(item) for key, item in value.items()}
-        if type(value) in (list, tuple):
-            return type(value)(slot(item) for item in value)
-        return value
+        if not isinstance(value, torch.Tensor):
+            return value
+        pieces.setdefault(value.dtype, []).append(value.reshape(-1))
+        offset = sizes.get(value.dtype, 0)
+        sizes[value.dtype] = offset + value.numel()
+        return _Slot(value.dtype, offset, tuple(value.shape))
 
-    layout = slot(batch)
+    layout = _map_leaves(batch, slot)
     buffers = {}
     for dtype, parts in pieces.items():
         buffers[dtype] = torch.empty(sizes[dtype], dtype=dtype)
@@ -71,15 +69,17 @@ def from_wire(wire: WireBatch) -> Any:
     """The batch `to_wire` packed, each tensor a view of its buffer."""
 
     def restore(value: Any) -> Any:
-        if isinstance(value, _Slot):
-            size = 1
-            for dim in value.shape:
-                size *= dim
-            return wire.buffers[value.dtype][value.offset : value.offset + size].view(value.shape)
-        if isinstance(value, dict):
-            return {key: restore(item) for key, item in value.items()}
-        if type(value) in (list, tuple):
-            return type(value)(restore(item) for item in value)
-        return value
+        if not isinstance(value, _Slot):
+            return value
+        return wire.buffers[value.dtype][value.offset : value.offset + math.prod(value.shape)].view(value.shape)
 
-    return restore(wire.layout)
+    return _map_leaves(wire.layout, restore)
+
+
+def _map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """`value` with `leaf` applied to everything not a dict, list or tuple inside it."""
+    if isinstance(value, dict):
+        return {key: _map_leaves(item, leaf) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_map_leaves(item, leaf) for item in value)
+    return leaf(value)
