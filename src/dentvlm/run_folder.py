@@ -54,9 +54,11 @@ def check_before_run(subcommand: str, ckpt_path: str | None, trainer, datamodule
     """Fail now, with one clear message, what would otherwise fail after the model is built.
 
     Raises:
-        FileNotFoundError: a checkpoint, the shards' manifest or the model folder is missing.
-        ValueError: a split the command reads has no samples for its task.
+        FileNotFoundError: a checkpoint, the shards' manifest, a shard it lists or the model folder is missing.
+        ValueError: a split the command reads has no samples for its task, one of its shards is not the size
+            the manifest lists, or the trainer would evaluate under inference mode with FSDP2.
     """
+    _check_inference_mode(trainer)
     _check_ckpt_path(subcommand, ckpt_path, trainer)
     _check_splits(subcommand, trainer, datamodule)
     from dentvlm.model.build import TINY, resolve_model_path
@@ -91,6 +93,8 @@ def _check_splits(subcommand: str, trainer, datamodule) -> None:
         reads += [(hp.val_split, task, "validation") for task in datamodule.eval_tasks]
     if subcommand == "test":
         reads += [(hp.test_split, task, subcommand) for task in datamodule.eval_tasks]
+    if subcommand in ("validate", "test") and _uses_demonstrations(trainer, datamodule):
+        reads.append((hp.train_split, datamodule.task, "few-shot demonstrations"))
     for split, task, purpose in reads:
         if split not in manifest["splits"]:
             raise ValueError(f"{datamodule.shard_dir}: no split {split!r} (has {sorted(manifest['splits'])})")
@@ -99,6 +103,45 @@ def _check_splits(subcommand: str, trainer, datamodule) -> None:
                 else ""
             raise ValueError(f"{datamodule.shard_dir}: the {split!r} split has no samples for the {task} task, so "
                              f"{purpose} would run on nothing; rebuild the shards with a non-empty {split} split{hint}")
+    for split in dict.fromkeys(split for split, _, _ in reads):
+        check_shard_files(datamodule.shard_dir, manifest, split)
+
+
+def _uses_demonstrations(trainer, datamodule) -> bool:
+    """Whether the command shows training examples in prompts (data.few_shot, or the base_few_shot baseline)."""
+    from dentvlm.evaluation.results import ResultsWriter
+
+    writers = [c for c in trainer.callbacks if isinstance(c, ResultsWriter)]
+    return bool(datamodule.few_shot) or any("base_few_shot" in w.baselines and w.few_shot for w in writers)
+
+
+def check_shard_files(shard_dir: Path, manifest: dict, split: str) -> None:
+    """Every shard the manifest lists for `split` exists with the size it lists (a missing shard would
+    otherwise be found only when a loader reaches it, after a whole training epoch).
+
+    Raises:
+        FileNotFoundError: a listed shard is missing (all missing ones are named, up to five).
+        ValueError: a listed shard is not the size the manifest lists (truncated or replaced).
+    """
+    shards = manifest["splits"][split]["shards"]
+    missing = [s["file"] for s in shards if not (Path(shard_dir) / s["file"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{shard_dir}: {len(missing)} {split} shard(s) that manifest.json lists are missing "
+                                f"({', '.join(missing[:5])}); rebuild the shards with `dentvlm shard`")
+    for shard in shards:
+        size = (Path(shard_dir) / shard["file"]).stat().st_size
+        if size != shard["bytes"]:
+            raise ValueError(f"{Path(shard_dir) / shard['file']}: {size:,} bytes, manifest.json lists "
+                             f"{shard['bytes']:,}: truncated or not the shard that was written; rebuild the shards "
+                             "with `dentvlm shard`")
+
+
+def _check_inference_mode(trainer) -> None:
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    if isinstance(trainer.strategy, ModelParallelStrategy) and trainer.test_loop.inference_mode:
+        raise ValueError("trainer.inference_mode: true fails under FSDP2 on a GPU (inference tensors cannot be "
+                         "all-gathered); leave it false, dentvlm's default (evaluation still runs without gradients)")
 
 
 class FailedRunCleanup:

@@ -257,9 +257,10 @@ def _check_manifest(manifest: dict, path: Path) -> None:
             raise ValueError(f"{path}: split {split!r} has no valid task counts")
         for shard in info["shards"]:
             where = f"{path}: shard {shard['file']}"
-            if not _count(shard.get("samples")) or not isinstance(shard.get("tasks"), dict) \
-                    or not all(_count(v) for v in shard["tasks"].values()):
-                raise ValueError(f"{where}: sample and task counts must be whole numbers")
+            tasks = shard.get("tasks")
+            counts = [shard.get("samples"), shard.get("bytes"), *(tasks.values() if isinstance(tasks, dict) else [])]
+            if not isinstance(tasks, dict) or not all(_count(v) for v in counts):
+                raise ValueError(f"{where}: sample, byte and task counts must be whole numbers")
             if not isinstance(shard.get("sha256"), str) or not re.fullmatch(r"[0-9a-f]{64}", shard["sha256"]):
                 raise ValueError(f"{where}: no valid sha256")
 

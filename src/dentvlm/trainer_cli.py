@@ -14,6 +14,12 @@ from dentvlm.processes import children_die_with_this_process
 from dentvlm.run_folder import FailedRunCleanup, check_before_run, derive_run_paths
 
 
+# Lightning evaluates under torch.inference_mode() by default; FSDP2's all-gather then fails on a GPU
+# ("Inference tensors do not track version counter", in wait_for_unshard at the first test forward).
+# no_grad (inference_mode false) costs nothing measurable here and works under every strategy.
+TRAINER_DEFAULTS = {"inference_mode": False}
+
+
 class DentArgumentParser(ShortUsageErrors, LightningArgumentParser):
     """Lightning's parser with short usage errors, "did you mean" for misspelled keys, and output
     folders derived from trainer.default_root_dir before the config is validated (a CSVLogger
@@ -156,6 +162,7 @@ def run_trainer_command(argv: list[str] | None) -> DentCLI:
         DentVLM,
         DentDataModule,
         args=argv,
+        trainer_defaults=TRAINER_DEFAULTS,
         parser_kwargs={"env_prefix": "DENTVLM", "prog": "dentvlm"},
         parser_class=DentArgumentParser,
         save_config_callback=LogConfig,

@@ -5,6 +5,7 @@ usage errors are short, with "did you mean"; checks that can fail do so before t
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,68 @@ def test_empty_validation_or_test_split_is_an_error(capsys, tmp_path, monkeypatc
     assert "the 'test' split has no samples" in line
     line = refusal(capsys, ["validate", *args, "--data.eval_tasks", "[report]"])
     assert "the 'val' split has no samples for the report task" in line
+
+
+@pytest.fixture
+def copied_demo(tmp_path):
+    """A copy of the demo shards that a test may damage."""
+    import shutil
+
+    return Path(shutil.copytree(DEMO_SHARDS, tmp_path / "demo"))
+
+
+@pytest.mark.parametrize("command, split", [("fit", "val"), ("fit", "train"), ("validate", "val"), ("test", "test"),
+                                            ("test", "train")])  # test reads train for base_few_shot
+def test_a_missing_listed_shard_fails_before_the_model_is_built(capsys, tmp_path, monkeypatch, copied_demo, command,
+                                                               split, no_model_build):
+    monkeypatch.chdir(tmp_path)
+    (copied_demo / f"{split}-000000.tar").unlink()
+    line = refusal(capsys, [command, "--config", TINY, "--data.shards", str(copied_demo)])
+    assert f"{split} shard(s) that manifest.json lists are missing ({split}-000000.tar)" in line
+
+
+def test_a_truncated_shard_fails_before_the_model_is_built(capsys, tmp_path, monkeypatch, copied_demo,
+                                                          no_model_build):
+    monkeypatch.chdir(tmp_path)
+    shard = copied_demo / "val-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:-10240])
+    line = refusal(capsys, ["fit", "--config", TINY, "--data.shards", str(copied_demo)])
+    assert "val-000000.tar" in line and "truncated or not the shard that was written" in line
+
+
+def test_a_split_the_command_does_not_read_is_not_required(capsys, tmp_path, monkeypatch, copied_demo):
+    """`test` without few-shot reads only the test split: a missing training shard does not stop it
+    before the model is built (it fails later, or not at all, only if it is read)."""
+    from dentvlm.run_folder import check_shard_files
+    from dentvlm.sharding import load_manifest
+
+    (copied_demo / "train-000001.tar").unlink()
+    manifest = load_manifest(copied_demo)
+    check_shard_files(copied_demo, manifest, "test")
+    with pytest.raises(FileNotFoundError, match="train-000001.tar"):
+        check_shard_files(copied_demo, manifest, "train")
+
+
+def test_fsdp2_runs_evaluate_without_inference_mode(capsys, tmp_path, monkeypatch):
+    """Lightning's default inference_mode breaks FSDP2's all-gather on a GPU (measured on an H200:
+    "Inference tensors do not track version counter" at the first test forward). Every shipped config
+    must evaluate with inference_mode off; an explicit `true` under FSDP2 is refused before the model
+    is built."""
+    import yaml
+
+    for config in sorted((REPO / "configs").glob("*.yaml")):
+        if config.name == "multinode.yaml":  # an overlay on qwen7b.yaml
+            args = ["--config", str(REPO / "configs" / "qwen7b.yaml"), "--config", str(config)]
+        else:
+            args = ["--config", str(config)]
+        for command in ("fit", "validate", "test"):
+            with pytest.raises(SystemExit):
+                main([command, *args, "--print_config"])
+            resolved = yaml.safe_load(capsys.readouterr().out)
+            assert resolved["trainer"]["inference_mode"] is False, (config.name, command)
+    monkeypatch.chdir(tmp_path)
+    overlay = tmp_path / "fsdp2.yaml"
+    overlay.write_text("trainer:\n  strategy:\n    class_path: lightning.pytorch.strategies.ModelParallelStrategy\n"
+                       "  inference_mode: true\n")
+    line = refusal(capsys, ["test", "--config", TINY, "--config", str(overlay)])
+    assert "trainer.inference_mode: true fails under FSDP2" in line
