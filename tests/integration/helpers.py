@@ -19,3 +19,16 @@ class FailOnTrainStart(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         raise ValueError("planted failure before the first batch")
+
+
+class PoisonGradients(L.Callback):
+    """Puts an infinity into one gradient after the backward of optimizer step `step` (1-based), leaving
+    the loss finite: an fp16/bf16 overflow in backward looks like this."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if trainer.global_step + 1 == self.step:
+            param = next(p for p in pl_module.parameters() if p.grad is not None)
+            param.grad.view(-1)[0] = float("inf")

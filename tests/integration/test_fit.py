@@ -55,13 +55,30 @@ def test_resume_continues_steps_and_schedule(tmp_path):
 
 
 @pytest.mark.slow
-def test_non_finite_loss_stops_with_the_step(tmp_path, capsys):
+def test_non_finite_loss_skips_steps_then_stops(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main(fit_args(tmp_path, "--model.learning_rate", "1e6", "--trainer.gradient_clip_val", "null"))
+        main(fit_args(tmp_path, "--model.learning_rate", "1e6", "--trainer.gradient_clip_val", "null",
+                      "--model.max_skipped_steps", "1"))
     assert info.value.code == 1
     err = capsys.readouterr().err
-    assert re.search(r"dentvlm fit: error: non-finite training loss in the micro-batches of optimizer step \d+", err)
+    assert re.search(r"dentvlm fit: error: optimizer step \d+ skipped for (a non-finite loss|non-finite gradients "
+                     r"with a finite loss), 2 skipped steps in all "
+                     r"\(over model.max_skipped_steps 1\)", err)
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_non_finite_gradients_with_a_finite_loss_skip_the_step_and_training_goes_on(tmp_path, capsys):
+    """Clipping would otherwise write NaN into every trainable weight (it divides by an infinite norm)."""
+    poison = ["--trainer.callbacks+=tests.integration.helpers.PoisonGradients", "--trainer.callbacks.step=2",
+              "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"]
+    main(fit_args(tmp_path, *poison))
+    assert "optimizer step 2 skipped for non-finite gradients with a finite loss (1 of at most 10)" in \
+        capsys.readouterr().out
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 3 and state["dentvlm_skipped_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    assert state["optimizer_states"][0]["state"][0]["step"] == 2  # Adam took steps 1 and 3 only
 
 
 @pytest.mark.slow

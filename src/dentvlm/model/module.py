@@ -88,6 +88,8 @@ class DentVLM(L.LightningModule):
         gather_for_generation: Under FSDP2, all-gather the parameters once per `generate` call and keep
             them until it ends (memory: the whole model per GPU, 15.5 GiB for a 7B in bf16), instead
             of re-gathering every layer for every new token; False for models that do not fit a GPU.
+        max_skipped_steps: Optimizer steps that may be skipped for a non-finite loss or non-finite gradients
+            (the step's update is dropped, the weights stay as they were) before the run stops.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class DentVLM(L.LightningModule):
         num_beams: int = 1,
         generate_samples: int = 64,
         gather_for_generation: bool = True,
+        max_skipped_steps: int = 10,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -137,6 +140,7 @@ class DentVLM(L.LightningModule):
         # False evaluates the base model: LoRA layers and modules_to_save copies switched off.
         self.use_adapter = True
         self.step_loss = StepLoss()
+        self.skipped_steps = 0
 
     # ----- model construction -------------------------------------------------------------
     def configure_model(self) -> None:
@@ -247,6 +251,7 @@ class DentVLM(L.LightningModule):
         return type(full)((k, v) for k, v in full.items() if k in trainable)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_steps = int(checkpoint.get("dentvlm_skipped_steps", 0))
         state = checkpoint.get("state_dict")
         if state is None or self.model is None:
             return
@@ -293,9 +298,31 @@ class DentVLM(L.LightningModule):
             self.step_loss.start(self.device)
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        # A gradient scaler (16-mixed) skips fp16 overflow steps itself and lowers its scale.
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
         loss = self.step_loss.scale_gradients(self.parameters(), self.trainer.accumulate_grad_batches,
-                                              self._data_parallel_size(), self.global_step + 1)
+                                              self._data_parallel_size(), check_gradients=not scaled)
+        if loss is None:
+            self._skip_step()
+            return
         self.log("loss", loss, prog_bar=True, logger=False)  # a host float: the bar costs no device sync
+
+    def _skip_step(self) -> None:
+        """Count a skipped optimizer step (its gradients are already dropped: the optimizer leaves every
+        weight as it was); stop the run past `max_skipped_steps`."""
+        self.skipped_steps += 1
+        step, reason = self.global_step + 1, self.step_loss.reason()
+        self.log("train/skipped_steps", float(self.skipped_steps), logger=True, on_step=True, on_epoch=False)
+        if self.skipped_steps > self.hparams.max_skipped_steps:
+            raise FloatingPointError(
+                f"optimizer step {step} skipped for {reason}, {self.skipped_steps} skipped steps in all (over "
+                f"model.max_skipped_steps {self.hparams.max_skipped_steps}); lower model.learning_rate, check the "
+                "data, or use float32/bf16")
+        self.print(f"dentvlm: optimizer step {step} skipped for {reason} ({self.skipped_steps} of at most "
+                   f"{self.hparams.max_skipped_steps})")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dentvlm_skipped_steps"] = self.skipped_steps
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         return self._eval_step("val", batch, batch_idx)
