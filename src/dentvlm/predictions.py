@@ -16,7 +16,10 @@ class Prediction:
         reference: The reference answer.
         generated: The model's answer.
         true_labels: Reference labels, in vocabulary order.
-        parsed_labels: Labels parsed from `generated`; None when unparseable (set by the metrics).
+        parsed_labels: Labels parsed from `generated` (affirmed conditions only); None when unparseable
+            (set by the metrics).
+        negated_labels: Conditions `generated` negates ("no caries"), any vocabulary (set by the metrics).
+        uncertain_labels: Conditions `generated` leaves uncertain ("suspected caries"), any vocabulary.
         thumbnail: A small JPEG of the first image, for prediction tables (not written to files).
     """
 
@@ -27,6 +30,8 @@ class Prediction:
     generated: str
     true_labels: list[str] = field(default_factory=list)
     parsed_labels: list[str] | None = None
+    negated_labels: list[str] = field(default_factory=list)
+    uncertain_labels: list[str] = field(default_factory=list)
     thumbnail: bytes | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:

@@ -59,8 +59,9 @@ def test_predict_jsonl_with_missing_and_corrupt_images(trained_run, clinic, tmp_
                                                        "reason": "corrupt_image"}]}
     assert second["images"] == {"used": 0, "skipped": []}  # no images: text only
     for line in (first, second):
-        assert set(line["classification"]) == {"answer", "labels"} and line["classification"]["answer"]
-        assert set(line["report"]) == {"answer", "labels", "sections"}
+        assert set(line["classification"]) == {"answer", "labels", "negated", "uncertain"}
+        assert line["classification"]["answer"]
+        assert set(line["report"]) == {"answer", "labels", "negated", "uncertain", "sections"}
         labels = line["classification"]["labels"]
         assert labels is None or set(labels) <= set(summary["classes"])
     assert third["skipped"] == "image_outside_source" and "outside" in third["message"]

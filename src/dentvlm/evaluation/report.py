@@ -15,6 +15,7 @@ CLASSIFICATION_COLUMNS = {
 REPORT_COLUMNS = [("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
                   ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("embedding_similarity", "Similarity"),
                   ("finding_macro_f1", "Finding F1")]
+COUNT_TITLES = ["Unparseable", "Negated", "Uncertain"]
 
 
 def percent(value: float, interval: tuple[float, float] | None = None) -> str:
@@ -38,14 +39,16 @@ def write_report_md(path: Path, results: dict) -> None:
              f"{len(classes)} classes ({'multi' if settings['multi_label'] else 'single'}-label). "
              "Scores in %, with 95% bootstrap intervals "
              f"({settings['bootstrap']} resamples) for the headline metrics. Generated answers are parsed "
-             "into labels; unparseable answers count as wrong.", ""]
+             "into labels; unparseable answers count as wrong. Only affirmed conditions are labels: "
+             "\"Negated\" and \"Uncertain\" count the answers that negate a condition (\"no caries\") or "
+             "leave one uncertain (\"suspected caries\").", ""]
     with_task = [(name, v["classification"]) for name, v in variants.items() if "classification" in v]
     if with_task:
         columns = CLASSIFICATION_COLUMNS[settings["multi_label"]]
         lines += ["## Classification", ""]
         rows = [[name, str(m["samples"])] + [percent(m[key], m.get("ci", {}).get(key)) for key, _ in columns]
-                + [str(m["unparseable"])] for name, m in with_task]
-        lines += _table(["Model", "Samples"] + [title for _, title in columns] + ["Unparseable"], rows) + [""]
+                + _answer_counts(m, "unparseable") for name, m in with_task]
+        lines += _table(["Model", "Samples"] + [title for _, title in columns] + COUNT_TITLES, rows) + [""]
         lines += ["Per-class F1:", ""]
         per_class = [[name] + [percent(f) for f in m["per_class_f1"]] for name, m in with_task]
         lines += _table(["Model"] + classes, per_class)
@@ -56,10 +59,15 @@ def write_report_md(path: Path, results: dict) -> None:
                   f"Similarity: cosine of sentence embeddings averaged over {with_report[0][1]['embedding_models']}. "
                   "Finding F1: conditions named in the generated diagnosis section vs. the reference's.", ""]
         rows = [[name, str(m["samples"])] + [percent(m[key], m.get("ci", {}).get(key)) for key, _ in REPORT_COLUMNS]
-                for name, m in with_report]
-        lines += _table(["Model", "Samples"] + [title for _, title in REPORT_COLUMNS], rows) + [""]
+                + _answer_counts(m, "unparseable_diagnosis") for name, m in with_report]
+        lines += _table(["Model", "Samples"] + [title for _, title in REPORT_COLUMNS] + COUNT_TITLES, rows) + [""]
     lines += _endpoint_table(variants)
     path.write_text("\n".join(lines) + "\n")
+
+
+def _answer_counts(metrics: dict, unparseable: str) -> list[str]:
+    """Unparseable, negated and uncertain answer counts; 0 where an older metrics.json lacks a count."""
+    return [str(metrics.get(key, 0)) for key in (unparseable, "negated_answers", "uncertain_answers")]
 
 
 def _endpoint_table(variants: dict) -> list[str]:

@@ -195,8 +195,8 @@ def _row_to_item(where: str, cells: dict[str, str], table: CsvTable, release, sa
     anomalies = cell("anomalies_en")
     if not anomalies:
         return Skip(EMPTY_DIAGNOSIS, f"{where}: empty {header[columns['anomalies_en']]!r}")
-    labels = parser.find_all(anomalies)
-    if not labels and not parser.says_no_finding(anomalies):
+    labels = parser.stated_labels(anomalies)  # affirmed only: "caries; no gingivitis" is [caries]
+    if labels is None and not parser.read(anomalies).named:
         return Skip(UNRECOGNISED_DIAGNOSIS, f"{where}: no known condition in {header[columns['anomalies_en']]!r}")
     paths, modalities = [], []
     for column, folder, modality in (
@@ -215,7 +215,8 @@ def _row_to_item(where: str, cells: dict[str, str], table: CsvTable, release, sa
         modalities=modalities,
         info={name: cell(name) for name in INFO_FIELDS if cell(name)},
         report={name: cell(name) for name in REPORT_SECTIONS if cell(name)},
-        labels=labels,
+        labels=labels or [],
+        labelled=labels is not None,  # only uncertain conditions ("suspected caries"): unknown, not "none"
     )
     return SourceItem(where=where, checkup=checkup, image_paths=paths)
 

@@ -99,8 +99,8 @@ def _entry_to_item(entry: Any, index: int, path: Path, root: Path, salt: str, pa
     prompt = next((t["content"] for t in turns if t["role"] == "user"), "")
     report = {k: v for k, v in _key_value_lines(answer).items() if k in REPORT_SECTIONS}
     if "diagnosis" in report:
-        labels = parser.find_all(report["diagnosis"])
-        labelled = bool(labels) or parser.says_no_finding(report["diagnosis"])
+        stated = parser.stated_labels(report["diagnosis"])
+        labels, labelled = stated or [], stated is not None
     else:
         labels, labelled = _label_list(answer, parser)
     checkup = Checkup(
@@ -162,13 +162,19 @@ def _key_value_lines(text: str, continued: bool = True) -> dict[str, str]:
 
 
 def _label_list(answer: str, parser: LabelParser) -> tuple[list[str], bool]:
-    """(labels, True) when the answer is nothing but a list of conditions ("Caries, gingivitis") or
-    says "no disease"; ([], False) for any other answer (its labels are unknown)."""
-    pieces = [p for p in re.split(r",|;|\band\b|\n", answer) if p.strip(" .")]
-    found = [parser.find_all(p) for p in pieces]
-    if not pieces or not all(len(f) == 1 or parser.says_no_finding(p) for f, p in zip(found, pieces)):
+    """(affirmed labels, True) when the answer is nothing but a list of conditions, each possibly negated
+    ("Caries, gingivitis", "No caries, no gingivitis", "龋齿、牙龈炎") or says "no disease"; ([], False)
+    for any other answer, or one that only leaves conditions uncertain (its labels are unknown)."""
+    pieces = [p for p in re.split(r"[,;\n，、；]|\band\b", answer) if p.strip(" .。")]
+    if not pieces or not all(_names_one_condition(p, parser) or parser.says_no_finding(p) for p in pieces):
         return [], False
-    return [f[0] for f in found if f], True
+    stated = parser.stated_labels(answer)  # read whole: a negation's scope may span pieces ("no caries, or x")
+    return stated or [], stated is not None
+
+
+def _names_one_condition(piece: str, parser: LabelParser) -> bool:
+    reading = parser.read(piece)
+    return len(reading.affirmed + reading.negated + reading.uncertain) == 1
 
 
 def _norm_key(name: str) -> str:

@@ -1,8 +1,9 @@
 """Classification metrics on generated answers, as torchmetrics (state syncs across processes).
 
-Answers are parsed into labels with the shared `LabelParser`. An unparseable answer counts as
-wrong (single-label: an extra "unparseable" class that no reference has; multi-label: the empty
-set) and is counted separately.
+Answers are parsed into labels with the shared `LabelParser`: only affirmed conditions are labels.
+An unparseable answer counts as wrong (single-label: an extra "unparseable" class that no reference
+has; multi-label: the empty set) and is counted separately, as are answers that negate a condition
+or leave one uncertain.
 """
 
 from __future__ import annotations
@@ -28,12 +29,23 @@ from dentvlm.predictions import Prediction
 
 
 def parse_prediction(prediction: Prediction, parser: LabelParser) -> list[str] | None:
-    """Labels named by a generated answer (report task: by its diagnosis section); sets and returns them."""
+    """Affirmed labels of a generated answer (report task: of its diagnosis section); sets and returns them.
+
+    Also records the conditions the answer negates or leaves uncertain, which are not labels but are
+    counted (an answer of "no caries" must not score as caries).
+    """
     text = prediction.generated
     if prediction.task == "report":
         text = parse_report(text).get("diagnosis", "")
-    prediction.parsed_labels = parser.parse(text) if text.strip() else None
+    reading = parser.read(text)
+    prediction.parsed_labels = parser.labels_of(reading, text) if text.strip() else None
+    prediction.negated_labels, prediction.uncertain_labels = list(reading.negated), list(reading.uncertain)
     return prediction.parsed_labels
+
+
+def mention_counts(negated: Sequence[list[str]], uncertain: Sequence[list[str]]) -> tuple[float, float]:
+    """(answers with a negated mention, answers with an uncertain mention)."""
+    return float(sum(bool(n) for n in negated)), float(sum(bool(u) for u in uncertain))
 
 
 def multi_hot(labels: Sequence[str] | None, classes: Sequence[str]) -> list[int]:
@@ -70,9 +82,14 @@ class ClassificationScores(torch.nn.Module):
                 "confusion": MulticlassConfusionMatrix(num_classes=n + 1),
             })
         self.unparseable = SumMetric()
+        self.negated = SumMetric()
+        self.uncertain = SumMetric()
         self.count = SumMetric()
 
-    def update(self, parsed: Sequence[list[str] | None], truth: Sequence[list[str]]) -> None:
+    def update(self, parsed: Sequence[list[str] | None], truth: Sequence[list[str]],
+               negated: Sequence[list[str]] = (), uncertain: Sequence[list[str]] = ()) -> None:
+        """One batch: parsed answers (`parse_prediction`), reference labels, and per answer the conditions
+        it negates and leaves uncertain (`Prediction.negated_labels`, `.uncertain_labels`)."""
         if not truth:
             return
         device = self.unparseable.device
@@ -91,13 +108,16 @@ class ClassificationScores(torch.nn.Module):
             target = torch.tensor([self.classes.index(t[0]) for t in truth], device=device)
             self.metrics.update(preds, target)
         self.unparseable.update(torch.tensor(float(sum(p is None for p in parsed)), device=device))
+        for metric, count in zip((self.negated, self.uncertain), mention_counts(negated, uncertain)):
+            metric.update(torch.tensor(count, device=device))
         self.count.update(torch.tensor(float(len(truth)), device=device))
 
     def compute(self) -> dict:
         """Scalars (floats) and per-class lists; per-class entries follow `classes`."""
         raw = self.metrics.compute()
         n = len(self.classes)
-        out = {"samples": int(self.count.compute()), "unparseable": int(self.unparseable.compute())}
+        out = {"samples": int(self.count.compute()), "unparseable": int(self.unparseable.compute()),
+               "negated_answers": int(self.negated.compute()), "uncertain_answers": int(self.uncertain.compute())}
         if self.multi_label:
             out.update(subset_accuracy=float(raw["subset_accuracy"]), micro_f1=float(raw["micro_f1"]),
                        macro_f1=float(raw["macro_f1"]), per_class_f1=raw["per_class_f1"].tolist(),
@@ -116,5 +136,5 @@ class ClassificationScores(torch.nn.Module):
 
     def reset(self) -> None:
         self.metrics.reset()
-        self.unparseable.reset()
-        self.count.reset()
+        for metric in (self.unparseable, self.negated, self.uncertain, self.count):
+            metric.reset()

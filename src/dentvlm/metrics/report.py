@@ -1,7 +1,9 @@
 """All report-generation scores of one evaluation, plus clinical finding F1.
 
 BLEU rewards wording, not diagnoses: clinical finding F1 compares the conditions named in the
-diagnosis section of the generated report with the reference's, per condition and macro.
+diagnosis section of the generated report with the reference's, per condition and macro. Only
+affirmed conditions count as findings; diagnoses that negate a condition or leave one uncertain are
+counted apart.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 from torchmetrics import MetricCollection, SumMetric
 from torchmetrics.classification import MultilabelF1Score
 
-from dentvlm.metrics.classification import multi_hot
+from dentvlm.metrics.classification import mention_counts, multi_hot
 from dentvlm.metrics.text import EmbeddingSimilarity, Meteor, RougeL, bleu_metrics, tokenization_note
 
 
@@ -42,9 +44,14 @@ class ReportScores(torch.nn.Module):
             "finding_per_class_f1": MultilabelF1Score(num_labels=n, average=None),
         })
         self.unparseable = SumMetric()
+        self.negated = SumMetric()
+        self.uncertain = SumMetric()
 
     def update(self, generated: Sequence[str], references: Sequence[str],
-               parsed: Sequence[list[str] | None] = (), truth: Sequence[list[str]] = ()) -> None:
+               parsed: Sequence[list[str] | None] = (), truth: Sequence[list[str]] = (),
+               negated: Sequence[list[str]] = (), uncertain: Sequence[list[str]] = ()) -> None:
+        """One batch: texts, and for finding F1 the parsed diagnoses (`parse_prediction`), reference labels,
+        and per diagnosis the conditions it negates and leaves uncertain."""
         if not references:
             return
         for name, metric in self.text.items():
@@ -58,6 +65,8 @@ class ReportScores(torch.nn.Module):
             target = torch.tensor([multi_hot(t, self.classes) for t in truth], device=device)
             self.finding_f1.update(preds, target)
             self.unparseable.update(torch.tensor(float(sum(p is None for p in parsed)), device=device))
+            for metric, count in zip((self.negated, self.uncertain), mention_counts(negated, uncertain)):
+                metric.update(torch.tensor(count, device=device))
 
     def compute(self) -> dict:
         out = {name: float(value) for name, value in self.text.compute().items()}
@@ -68,9 +77,12 @@ class ReportScores(torch.nn.Module):
             out["finding_macro_f1"] = float(finding["finding_macro_f1"])
             out["finding_per_class_f1"] = finding["finding_per_class_f1"].tolist()
             out["unparseable_diagnosis"] = int(self.unparseable.compute())
+            out["negated_answers"] = int(self.negated.compute())
+            out["uncertain_answers"] = int(self.uncertain.compute())
         return out
 
     def reset(self) -> None:
         self.text.reset()
         self.finding_f1.reset()
-        self.unparseable.reset()
+        for metric in (self.unparseable, self.negated, self.uncertain):
+            metric.reset()

@@ -214,12 +214,15 @@ class Predictor:
         from dentvlm.metrics.classification import parse_prediction
         from dentvlm.predictions import Prediction
 
-        labels = parse_prediction(Prediction("new", task, "", "", text), self.parser)
+        prediction = Prediction("new", task, "", "", text)
+        labels = parse_prediction(prediction, self.parser)
         if labels is None:
             self.unparseable[task] += 1
         else:
             self.labels.update(f"{task}:{label}" for label in labels)
-        result = {"answer": text, "labels": labels}
+        # labels are the affirmed conditions; what the answer rules out or only suspects is kept beside them
+        result = {"answer": text, "labels": labels, "negated": prediction.negated_labels,
+                  "uncertain": prediction.uncertain_labels}
         if task == "report":
             result["sections"] = parse_report(text)
         return result
