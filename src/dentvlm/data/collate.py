@@ -248,9 +248,17 @@ def as_uint8(pixels: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def loss_positions(labels: torch.Tensor) -> torch.Tensor:
-    """(K,) positions whose next token has a label in any row: the only hidden states the loss
-    projects onto the vocabulary (see `dentvlm.model.loss`)."""
+    """(K,) positions whose next token has a label in any row: the hidden states the model keeps
+    (`logits_to_keep`) for the loss (see `dentvlm.model.loss`)."""
     return (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()
+
+
+def loss_pairs(labels: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(N,) indices into the flattened (rows, K) grid of `positions` whose next token has a label in
+    *that* row: only these are projected onto the vocabulary. The union of positions alone would
+    project every row at every row's answer positions (8 report rows x ~200 answer tokens: ~1,600
+    positions x 152 k words per row, ~20 GB per forward at 7B)."""
+    return (labels[:, positions + 1] != IGNORE_INDEX).flatten().nonzero().flatten()
 
 
 def pad_batch(items: list[Encoded], pad_id: int, merge: int | None = None) -> dict:
@@ -282,7 +290,9 @@ def pad_batch(items: list[Encoded], pad_id: int, merge: int | None = None) -> di
         batch["gen_input_ids"][row, longest_prompt - p :] = item.input_ids[:p]
         batch["gen_attention_mask"][row, longest_prompt - p :] = 1
         batch["gen_mm_token_type_ids"][row, longest_prompt - p :] = item.mm_token_type_ids[:p]
-    batch["loss_positions"] = loss_positions(batch["labels"])  # here, on the CPU: no device sync per step
+    # here, on the CPU: no device sync per step
+    batch["loss_positions"] = loss_positions(batch["labels"])
+    batch["loss_pairs"] = loss_pairs(batch["labels"], batch["loss_positions"])
     if merge is not None:
         batch["position_ids"] = torch.zeros((3, len(items), longest), dtype=torch.long)
         for row, item in enumerate(items):

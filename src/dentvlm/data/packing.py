@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from dentvlm.data.collate import IGNORE_INDEX, Encoded, loss_positions
+from dentvlm.data.collate import IGNORE_INDEX, Encoded, loss_pairs, loss_positions
 from dentvlm.data.rope import rope_positions
 
 
@@ -37,4 +37,5 @@ def pack_batch(items: list[Encoded], merge: int) -> dict:
         "position_ids": torch.cat(positions, dim=1).unsqueeze(1),  # (4, 1, T)
     }
     batch["loss_positions"] = loss_positions(batch["labels"])
+    batch["loss_pairs"] = loss_pairs(batch["labels"], batch["loss_positions"])
     return batch

@@ -266,7 +266,7 @@ class DentVLM(L.LightningModule):
         inputs, labels = self._with_keepalive(model_inputs(batch, pixels=self.pixels, vision=self.vision),
                                               batch["labels"], left=False)
         with self._adapter_switch():
-            return answer_loss(self.network, inputs, labels, batch.get("loss_positions"))
+            return answer_loss(self.network, inputs, labels, batch.get("loss_positions"), batch.get("loss_pairs"))
 
     def _with_keepalive(self, inputs: dict, labels, left: bool):
         """Under FSDP2 on several ranks, a batch without images gets a masked dummy image (see
