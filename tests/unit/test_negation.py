@@ -239,3 +239,17 @@ def test_report_md_shows_negated_and_uncertain_counts_and_reads_older_metrics(tm
     text = (tmp_path / "report.md").read_text()
     assert "| Unparseable | Negated | Uncertain |" in text
     assert text.count("| 1 | 2 | 3 |") == 1 and text.count("| 1 | 0 | 0 |") == 1
+
+
+def test_metric_callbacks_pass_the_mentions_on():
+    """The callbacks that feed the scores during validation and test hand the negated and uncertain
+    conditions through (without them the counts would stay 0 in every real run)."""
+    from dentvlm.metrics.callbacks import ClassificationMetrics
+
+    made = predictions()
+    scores = ClassificationScores(DEFAULT_CLASSES, True)
+    for p in made:
+        p.true_labels = ["caries"]
+    ClassificationMetrics().update(scores, made)
+    result = scores.compute()
+    assert (result["negated_answers"], result["uncertain_answers"]) == (2, 2)

@@ -86,7 +86,8 @@ class ClassificationMetrics(TaskMetrics):
         return ClassificationScores(trainer.datamodule.classes, trainer.datamodule.hparams.multi_label)
 
     def update(self, scores: ClassificationScores, predictions: list[Prediction]) -> None:
-        scores.update([p.parsed_labels for p in predictions], [p.true_labels for p in predictions])
+        scores.update([p.parsed_labels for p in predictions], [p.true_labels for p in predictions],
+                      [p.negated_labels for p in predictions], [p.uncertain_labels for p in predictions])
 
 
 class ReportMetrics(TaskMetrics):
@@ -113,4 +114,5 @@ class ReportMetrics(TaskMetrics):
 
     def update(self, scores: ReportScores, predictions: list[Prediction]) -> None:
         scores.update([p.generated for p in predictions], [p.reference for p in predictions],
-                      [p.parsed_labels for p in predictions], [p.true_labels for p in predictions])
+                      [p.parsed_labels for p in predictions], [p.true_labels for p in predictions],
+                      [p.negated_labels for p in predictions], [p.uncertain_labels for p in predictions])
