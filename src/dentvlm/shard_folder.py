@@ -1,9 +1,10 @@
 """The output folder of `dentvlm shard`: build beside it, swap in when complete, touch nothing else.
 
 A rebuild must never leave the user with less than they had: the new shards are written to a hidden
-folder next to the target (same file system, so moving them in is a rename), and only a complete
-build replaces the old one. Replacing deletes exactly the files the old manifest lists, never any
-other file in the folder (a README, a user's backup tar).
+folder inside the target (the same file system even when the target is a mount point, so moving them
+in is a rename), and only a complete build replaces the old one. Replacing deletes exactly the files
+the old manifest lists, never any other file in the folder (a README, a user's backup tar), and only
+once their replacements are in place.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ MANIFEST = "manifest.json"
 # pattern (paths, other files) are never read or deleted.
 SHARD_NAME = re.compile(r"^[a-z]+-\d{6}\.tar$")
 BUILD_PREFIX = ".{name}.building-"
+PREVIOUS_PREFIX = ".{name}.previous-"  # old files moved aside while the new ones move in
+HIDDEN_PREFIXES = (BUILD_PREFIX.format(name=""), PREVIOUS_PREFIX.format(name=""))  # ours, inside `out`
 
 
 def listed_shards(manifest: dict, where: str) -> list[str]:
@@ -42,11 +45,13 @@ def listed_shards(manifest: dict, where: str) -> list[str]:
 
 
 class BuildFolder:
-    """Context manager: a hidden build folder next to `out`; `publish()` swaps the build in.
+    """Context manager: a hidden build folder; `publish()` swaps the build in.
 
     Checks `out` first (before any work): a folder with a manifest needs `overwrite`, and then its
     manifest must be readable (it says what may be deleted); any other non-empty folder is refused.
-    On an exception the build folder is removed and `out` is untouched.
+    The build is made inside `out` when it exists (a data volume mounted at `out` is another file
+    system than its parent: only renames inside it are certain to work), else beside it. On an
+    exception the build folder is removed and `out` is as it was.
     """
 
     def __init__(self, out: Path, overwrite: bool):
@@ -60,7 +65,7 @@ class BuildFolder:
 
     def _old_files(self, overwrite: bool) -> list[str]:
         out = self.out
-        entries = {p.name for p in out.iterdir()}
+        entries = {p.name for p in out.iterdir() if not p.name.startswith(HIDDEN_PREFIXES)}
         if MANIFEST not in entries:
             others = sorted(e for e in entries if e != "README.md")
             if others:
@@ -84,34 +89,51 @@ class BuildFolder:
         return [*names, MANIFEST]
 
     def __enter__(self) -> Path:
-        parent = self.out.absolute().parent
-        parent.mkdir(parents=True, exist_ok=True)
-        prefix = BUILD_PREFIX.format(name=self.out.name)
-        leftovers = sorted(p.name for p in parent.glob(prefix + "*"))
+        home = self.out if self.out.is_dir() else self.out.absolute().parent
+        home.mkdir(parents=True, exist_ok=True)
+        leftovers = sorted(p.name for p in home.iterdir() if p.name.startswith(self._prefixes()))
         if leftovers:
-            print(f"dentvlm shard: note: {parent} holds {leftovers[:3]} from an interrupted build; delete them "
+            print(f"dentvlm shard: note: {home} holds {leftovers[:3]} from an interrupted build; delete them "
                   "when no other build runs", file=sys.stderr)
-        self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        self.path = Path(tempfile.mkdtemp(prefix=self._prefixes()[0], dir=home))
         return self.path
+
+    def _prefixes(self) -> tuple[str, str]:
+        inside = self.out.is_dir()
+        name = "" if inside else self.out.name
+        return BUILD_PREFIX.format(name=name), PREVIOUS_PREFIX.format(name=name)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.path is not None and self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
 
     def publish(self) -> None:
-        """Move the complete build into `out`: old manifest out first, new manifest in last, so the folder
-        never holds a manifest that does not describe its shards."""
+        """Move the complete build into `out`. Old files are first moved aside (renames, inside `out`),
+        then the new shards moved in, the new manifest last; only then are the old files deleted. A
+        failure on the way moves everything back: the folder never holds a manifest that does not
+        describe its shards, and nothing old is deleted before its replacement is in place."""
         built = sorted(p.name for p in self.path.iterdir())
         if MANIFEST not in built:
             raise RuntimeError(f"{self.path}: build has no {MANIFEST}")  # a bug: build_shards writes it
         if not self.out.exists():
             os.replace(self.path, self.out)
             return
-        (self.out / MANIFEST).unlink(missing_ok=True)
-        for name in self.old_files:
-            (self.out / name).unlink(missing_ok=True)
-        for name in built:
-            if name != MANIFEST:
+        old = [name for name in [MANIFEST, *self.old_files] if (self.out / name).exists()]  # manifest first
+        aside = Path(tempfile.mkdtemp(prefix=self._prefixes()[1], dir=self.out))
+        moved_aside, moved_in = [], []
+        try:
+            for name in dict.fromkeys(old):
+                os.replace(self.out / name, aside / name)
+                moved_aside.append(name)
+            for name in [*(n for n in built if n != MANIFEST), MANIFEST]:  # the manifest last
                 os.replace(self.path / name, self.out / name)
-        os.replace(self.path / MANIFEST, self.out / MANIFEST)
+                moved_in.append(name)
+        except BaseException:
+            for name in moved_in:
+                (self.out / name).unlink(missing_ok=True)
+            for name in moved_aside:
+                os.replace(aside / name, self.out / name)
+            aside.rmdir()
+            raise
+        shutil.rmtree(aside)
         self.path.rmdir()

@@ -108,3 +108,26 @@ def test_new_folder_and_empty_folder(synth_release, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(IngestError, match="not a folder"):
         shard(synth_release, tmp_path / "file")
+
+
+def test_a_failure_while_swapping_puts_the_old_dataset_back(synth_release, built, monkeypatch):
+    """Renames can fail half-way (a full inode table, a permission, another mount): everything already
+    moved goes back, and no old file was deleted before its replacement was in place."""
+    import dentvlm.shard_folder as shard_folder
+
+    before = snapshot(built)
+    calls = {"n": 0}
+    real_replace = shard_folder.os.replace
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if calls["n"] == len(before) + 2:  # every old file moved aside, one new file moved in
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(shard_folder.os, "replace", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        shard(synth_release, built, overwrite=True, seed=5)
+    monkeypatch.undo()
+    assert snapshot(built) == before
+    assert [p.name for p in built.iterdir() if p.name.startswith(".")] == []  # no build or aside folder left
