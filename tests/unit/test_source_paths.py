@@ -153,3 +153,53 @@ def test_resolve_inside_handles_hostile_names(tmp_path):
     assert resolve_inside(tmp_path, "a\x00b") is None
     assert resolve_inside(tmp_path, "") is None and resolve_inside(tmp_path, ".") is None
     assert resolve_inside(tmp_path, "x/../y.jpg") == (tmp_path / "y.jpg").resolve()
+
+
+LINKED_FOLDERS = ["Images", "Images/Photographs", "Images/Radiographs"]
+
+
+def release_with_linked_folder(synth_release, tmp_path, linked: str):
+    """A copy of the release whose `linked` folder is a symlink to a copy of it outside the release."""
+    import shutil
+
+    root = tmp_path / "release"
+    shutil.copytree(synth_release, root)
+    outside = tmp_path / "elsewhere" / linked.replace("/", "_")
+    shutil.move(root / linked, outside)
+    (root / linked).symlink_to(outside, target_is_directory=True)
+    return root
+
+
+@pytest.mark.parametrize("linked", LINKED_FOLDERS)
+def test_an_image_folder_linked_out_of_the_release_is_not_followed(synth_release, tmp_path, linked):
+    """Containment is judged against the release folder the user named, not against an image folder
+    that was itself resolved through a link (it used to shard the files behind the link without a skip)."""
+    root = release_with_linked_folder(synth_release, tmp_path, linked)
+    if linked != "Images/Radiographs":  # every checkup has photographs: none is left
+        with pytest.raises(IngestError, match=r"no usable checkups \({'image_outside_source': 40} skipped\)"):
+            build_shards(root, tmp_path / "out", salt="s", val=0, test=0, policy=POLICY, workers=1, progress=False)
+        return
+    manifest = build_shards(root, tmp_path / "out", salt="s", val=0, test=0, policy=POLICY, workers=1,
+                            progress=False)
+    assert manifest["skipped"]["checkups"]["image_outside_source"] > 0
+    assert manifest["splits"]["train"]["images"]["radiograph"] == 0 < manifest["splits"]["train"]["images"]["photograph"]
+
+
+def test_a_linked_release_folder_itself_is_what_the_user_named(synth_release, tmp_path):
+    """The release folder may itself be a link (a volume mounted elsewhere): its images are inside it."""
+    link = tmp_path / "named"
+    link.symlink_to(synth_release, target_is_directory=True)
+    manifest = build_shards(link, tmp_path / "out", salt="s", val=0, test=0, policy=POLICY, workers=1,
+                            progress=False)
+    assert manifest["skipped"]["checkups"].get("image_outside_source", 0) == 0
+
+
+@pytest.mark.parametrize("linked", LINKED_FOLDERS)
+def test_predict_refuses_images_behind_a_linked_folder(synth_release, tmp_path, linked):
+    from dentvlm.predict.sources import NewCheckup, Refused, read_new_checkups
+
+    root = release_with_linked_folder(synth_release, tmp_path, linked)
+    items = list(read_new_checkups(root))
+    refused = [i for i in items if isinstance(i, Refused) and i.reason == "image_outside_source"]
+    kept = [i for i in items if isinstance(i, NewCheckup)]
+    assert refused and all(str(tmp_path / "elsewhere") not in str(p) for c in kept for p, _ in c.images)

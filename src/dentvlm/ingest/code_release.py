@@ -59,11 +59,16 @@ CSV_FIELD_LIMIT = 10_000_000  # bytes; one clinical text cell is far smaller, a 
 
 @dataclass
 class CodeRelease:
-    """A located release: its CSV, its image folders and the column mapping found in the header."""
+    """A located release: its CSV, its image folders, and the folder that holds them (images must stay
+    inside it, whatever links its subfolders are)."""
 
     csv_path: Path
     photo_dir: Path
     radiograph_dir: Path
+
+    @property
+    def root(self) -> Path:
+        return self.csv_path.parent
 
 
 def locate_release(path: Path) -> CodeRelease:
@@ -204,9 +209,10 @@ def _row_to_item(where: str, cells: dict[str, str], table: CsvTable, release, sa
         ("radiographs", release.radiograph_dir, "radiograph"),
     ):
         for name in file_names(cell(column)):
-            path = resolve_inside(folder, name)
+            path = resolve_inside(folder, name, release.root)
             if path is None:
-                return Skip(IMAGE_OUTSIDE_SOURCE, f"{where}: {column} entry {name!r} points outside {folder}")
+                return Skip(IMAGE_OUTSIDE_SOURCE, f"{where}: {column} entry {name!r} points outside {folder} or outside "
+                                                  f"the release folder {release.root}")
             paths.append(path)
             modalities.append(modality)
     checkup = Checkup(

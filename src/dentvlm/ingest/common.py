@@ -56,15 +56,21 @@ def has_undecodable_bytes(value: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
-def resolve_inside(root: Path, name: str) -> Path | None:
-    """`root/name` with every symlink resolved, or None when that lands outside `root` or the name is
-    unusable (untrusted file names: ``../x``, absolute paths, symlinks out, NUL bytes, loops).
+def resolve_inside(root: Path, name: str, boundary: Path | None = None) -> Path | None:
+    """`root/name` with every symlink resolved, or None when that lands outside `root` or outside
+    `boundary` (default: `root`), or the name is unusable (untrusted file names: ``../x``, absolute paths,
+    symlinks out, NUL bytes, loops).
+
+    `boundary` is the folder the user named (a release or export folder): an image folder inside it
+    that is itself a symlink to somewhere else (``Images/Photographs -> /elsewhere``) would make `root`
+    resolve outside it, so containment in the resolved `root` alone would let those files in.
 
     Whether the result is a regular file is checked when it is opened (`ingest.images.read_source_file`).
     """
     try:
         path = (root / name).resolve()
-        inside = path.is_relative_to(root.resolve()) and path != root.resolve()
+        folders = [root.resolve()] + ([boundary.resolve()] if boundary is not None else [])
+        inside = all(path.is_relative_to(folder) and path != folder for folder in folders)
     except (OSError, RuntimeError, ValueError):  # symlink loop (RuntimeError before 3.13), NUL byte
         return None
     return path if inside else None

@@ -67,19 +67,19 @@ def read_new_checkups(source: Path, image_root: Path | None = None) -> Iterator[
         folders = {"photographs": release.photo_dir, "radiographs": release.radiograph_dir}
         if image_root is not None:
             raise IngestError(f"{source}: a COde-layout folder keeps its images in Images/; drop --image_root")
-        return _from_csv(release.csv_path, folders)
+        return _from_csv(release.csv_path, folders, release.root)
     if not source.is_file():
         raise IngestError(f"{source}: no such folder or file")
     root = Path(image_root) if image_root is not None else source.parent
     folders = {"photographs": root, "radiographs": root}
     if source.suffix.lower() == ".csv":
-        return _from_csv(source, folders)
+        return _from_csv(source, folders, root)
     if source.suffix.lower() == ".jsonl":
-        return _from_jsonl(source, folders)
+        return _from_jsonl(source, folders, root)
     raise IngestError(f"{source}: expected a COde-layout folder, a .csv or a .jsonl file")
 
 
-def _from_csv(path: Path, folders: dict[str, Path]) -> Iterator[NewCheckup | Refused]:
+def _from_csv(path: Path, folders: dict[str, Path], boundary: Path) -> Iterator[NewCheckup | Refused]:
     table = open_csv(path, required=("checkup_id",))
     seen: set[str] = set()
     for row in table.rows():
@@ -87,10 +87,11 @@ def _from_csv(path: Path, folders: dict[str, Path]) -> Iterator[NewCheckup | Ref
             yield Refused(None, row.reason, row.message)
             continue
         where, cells = row
-        yield _checkup(where, cells, {c: file_names(cells.get(c, "")) for c, _ in IMAGE_COLUMNS}, folders, seen)
+        yield _checkup(where, cells, {c: file_names(cells.get(c, "")) for c, _ in IMAGE_COLUMNS}, folders, boundary,
+                       seen)
 
 
-def _from_jsonl(path: Path, folders: dict[str, Path]) -> Iterator[NewCheckup | Refused]:
+def _from_jsonl(path: Path, folders: dict[str, Path], boundary: Path) -> Iterator[NewCheckup | Refused]:
     canonical = {column_key(alias): name for name, aliases in ALIASES.items() for alias in (name, *aliases)}
     seen: set[str] = set()
     with path.open("rb") as handle:
@@ -116,7 +117,7 @@ def _from_jsonl(path: Path, folders: dict[str, Path]) -> Iterator[NewCheckup | R
             if problem:
                 yield Refused(cells.get("checkup_id") or None, MALFORMED_ROW, f"{where}: {problem}")
                 continue
-            yield _checkup(where, cells, images, folders, seen)
+            yield _checkup(where, cells, images, folders, boundary, seen)
 
 
 def _json_cells(record: dict, canonical: dict[str, str]) -> tuple[dict[str, str], dict[str, list[str]], str]:
@@ -142,7 +143,7 @@ def _json_cells(record: dict, canonical: dict[str, str]) -> tuple[dict[str, str]
 
 
 def _checkup(where: str, cells: dict[str, str], names: dict[str, list[str]], folders: dict[str, Path],
-             seen: set[str]) -> NewCheckup | Refused:
+             boundary: Path, seen: set[str]) -> NewCheckup | Refused:
     checkup_id = cells.get("checkup_id", "")
     if not checkup_id:
         return Refused(None, MISSING_ID, f"{where}: empty checkup_id")
@@ -152,7 +153,7 @@ def _checkup(where: str, cells: dict[str, str], names: dict[str, list[str]], fol
     images = []
     for column, modality in IMAGE_COLUMNS:
         for name in names.get(column, []):
-            path = resolve_inside(folders[column], name)
+            path = resolve_inside(folders[column], name, boundary)
             if path is None:
                 return Refused(checkup_id, IMAGE_OUTSIDE_SOURCE,
                                f"{where}: {column} entry {name!r} points outside {folders[column]}")
