@@ -135,3 +135,21 @@ def test_retry_after_header():
     assert retry_after({}) is None
     assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # in the past
     assert retry_after({"retry-after": "soon"}) is None
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_never_followed(server, tmp_path, status):
+    """A loopback server that redirects elsewhere must not get the images sent on there. (The target here
+    is the same scripted server, which records every request: a followed redirect would be a second.)"""
+    script, url = server((status, {"Location": "/v1/elsewhere/chat/completions"}))
+    with pytest.raises(EndpointError, match=f"HTTP {status}.*never follows"):
+        client(url, tmp_path).complete(MESSAGES)
+    assert len(script.bodies) == 1
+
+
+def test_a_local_endpoint_ignores_proxy_settings(server, tmp_path, monkeypatch):
+    """HTTP(S)_PROXY from the environment would carry requests for a "local" server off the machine."""
+    monkeypatch.setenv("HTTP_PROXY", "http://10.255.255.1:3128")
+    monkeypatch.setenv("http_proxy", "http://10.255.255.1:3128")
+    script, url = server((200, {}))
+    assert client(url, tmp_path, timeout=5).complete(MESSAGES).text == "caries" and len(script.bodies) == 1

@@ -8,8 +8,12 @@ from dentvlm.endpoint.settings import NO_KEY, EndpointSettings, is_local_host, s
 
 @pytest.mark.parametrize(("host", "local"), [("127.0.0.1", True), ("127.8.0.2", True), ("localhost", True),
                                              ("::1", True), ("[::1]", True), ("api.openai.com", False),
-                                             ("10.0.0.5", False), ("0.0.0.0", False), ("localhost.evil.com", False)])
+                                             ("10.0.0.5", False), ("0.0.0.0", False), ("localhost.evil.com", False),
+                                             ("evil.localhost", False), ("a.b.localhost", False), ("localhost.", False),
+                                             ("127.1", False), ("::ffff:7f00:1", False), ("LOCALHOST", True)])
 def test_local_hosts(host, local):
+    """Only what provably is this machine counts as local: names other than `localhost` itself go
+    through DNS (`evil.localhost` may resolve anywhere), odd spellings of addresses are refused."""
     assert is_local_host(host) is local
 
 

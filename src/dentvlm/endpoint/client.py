@@ -13,9 +13,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from dentvlm.endpoint.cache import ResponseCache, request_key
-from dentvlm.endpoint.settings import EndpointSettings, safe_url
+from dentvlm.endpoint.settings import EndpointSettings, is_local_host, safe_url
 
 MAX_WAIT = 60.0
 RETRY_STATUS = (408, 409, 429)
@@ -72,13 +73,18 @@ class EndpointClient:
     """Asks `settings.base_url` for chat completions (thread-safe: one client serves every worker thread)."""
 
     def __init__(self, settings: EndpointSettings, cache: ResponseCache, max_tokens: int, seed: int = 0):
-        from openai import OpenAI
+        from openai import DefaultHttpxClient, OpenAI
 
         self.settings, self.cache, self.max_tokens = settings, cache, max_tokens
         self.url = safe_url(settings.base_url)
+        # Redirects are never followed: a local server answering 307 to another host would otherwise
+        # receive every image past the local-only rule. For a local host, no proxy from the environment
+        # either (HTTP(S)_PROXY would carry "local" requests off the machine).
+        local = is_local_host(urlsplit(settings.base_url).hostname or "")
+        http = DefaultHttpxClient(follow_redirects=False, trust_env=not local)
         # Retries are ours (counted, with the configured backoff), not the client library's.
         self.client = OpenAI(base_url=settings.base_url, api_key=settings.api_key(), max_retries=0,
-                             timeout=settings.timeout)
+                             timeout=settings.timeout, http_client=http)
         self.usage = Usage()
         self.random = random.Random(seed)
 
@@ -177,6 +183,9 @@ def _message(exc) -> str:
 
 
 def _hint(status: int, client: EndpointClient) -> str:
+    if 300 <= status < 400:
+        return " (a redirect: dentvlm never follows one, so images cannot be sent on to another host; use the " \
+               "final URL as endpoint.base_url)"
     if status == 401:
         return f" (check the key in ${client.settings.api_key_env})"
     if status == 404:

@@ -107,13 +107,14 @@ class EndpointSettings:
 
 
 def is_local_host(host: str) -> bool:
-    """True for names and addresses of this machine's loopback interface only."""
+    """True only for what provably is this machine: a literal loopback address, or ``localhost`` itself.
+    Any other name (``evil.localhost``, ``localhost.``) is resolved through DNS and may point anywhere."""
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # any other name may resolve anywhere
+    except ValueError:
         return False
 
 
