@@ -147,7 +147,8 @@ class CsvTable:
 
     def description(self, kind: str) -> dict:
         used = {self.header[i] for i in self.columns.values()}
-        return {"kind": kind, "name": self.path.name, "columns_used": sorted(used),
+        # No file name: clinics name exports after patients, and the manifest travels with the shards.
+        return {"kind": kind, "columns_used": sorted(used),
                 "columns_ignored": sorted(set(self.header) - used)}
 
 

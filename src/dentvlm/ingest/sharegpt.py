@@ -64,7 +64,8 @@ def read_sharegpt(
     if not isinstance(entries, list):
         raise IngestError(f"{path}: expected a JSON list of entries, got {type(entries).__name__}")
     root = image_root or path.parent
-    description = {"kind": "sharegpt", "name": path.name, "patient_grouping": False}
+    # No file name: clinics name files after patients, and the manifest travels with the shards.
+    description = {"kind": "sharegpt", "patient_grouping": False}
     items = (
         _entry_to_item(entry, index, path, root, salt, parser) for index, entry in enumerate(entries)
     )
