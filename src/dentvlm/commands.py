@@ -126,19 +126,24 @@ def tiny(out: str | None = None, seed: int = 0) -> None:
     print(f"dentvlm tiny: model folder {path}", file=sys.stderr)
 
 
-def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto", verify: bool = True) -> None:
+def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto", verify: bool = True,
+           max_merge_error: float = 0.05) -> None:
     """Export a checkpoint as a peft adapter, or merged into the base model, loadable without dentvlm.
 
     Args:
         checkpoint: A checkpoint file (runs/.../checkpoints/last.ckpt) or its folder (.../last).
         out: New folder to write (appears only once the export is complete and checked).
         merge: Merge the adapter into the base weights (a plain transformers model folder).
-        dtype: Dtype of the merged weights: auto (as the base model), float32, bfloat16 or float16.
-        verify: Load the export back before reporting success (an adapter loads onto the base model).
+        dtype: Dtype of the merged weights: auto (float32: the merge keeps the whole update), float32,
+            bfloat16 or float16 (smaller, but 16-bit weights round away much of a small LoRA update).
+        verify: Load the export back before reporting success (an adapter loads onto the base model; a
+            merged model's logits on a few real prompts are compared with the adapter's).
+        max_merge_error: Largest share of the fine-tuning's effect on the logits a merged export may lose
+            (||merged - adapter|| / ||adapter - base||); more stops the export.
     """
     from dentvlm.export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, merge=merge, dtype=dtype, verify=verify)
+    path = export_checkpoint(checkpoint, out, merge=merge, dtype=dtype, verify=verify, max_merge_error=max_merge_error)
     print(f"dentvlm export: wrote {'merged model' if merge else 'adapter'} to {path}", file=sys.stderr)
 
 
@@ -207,7 +212,7 @@ def predict(checkpoint: str, source: str, out: str, tasks: list[str] | None = No
         source: A folder in the COde layout (complete_dataset.csv without or with an empty anomalies_en,
             + Images/), or a .csv or .jsonl file of checkups (checkup_id, patient text fields,
             photographs, radiographs).
-        out: New folder for predictions.jsonl and summary.json.
+        out: Folder for predictions.jsonl and summary.json (new or empty; it must not hold the source).
         tasks: classification and/or report (default: the task the checkpoint was trained for).
         image_root: Folder that a .csv/.jsonl file's image paths are relative to (default: the file's folder);
             paths that leave it are refused.
@@ -224,7 +229,7 @@ def predict(checkpoint: str, source: str, out: str, tasks: list[str] | None = No
         device: auto (a GPU when there is one), cpu, cuda, cuda:1, ...
         dtype: Weight dtype: auto (as saved), float32, bfloat16 or float16.
         strict: Stop at the first bad row or image instead of skipping and counting it.
-        overwrite: Replace `out` if it holds files.
+        overwrite: Replace the files an earlier `dentvlm predict` wrote to `out` (nothing else in it is touched).
     """
     from dentvlm.ingest.images import ImagePolicy
     from dentvlm.predict.run import predict_folder, training_long_side

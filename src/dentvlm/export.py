@@ -24,6 +24,8 @@ from dentvlm.checkpointing import DESCRIPTION, sidecar_dir
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 CARRIED_FILES = ("labels.json", "config.yaml", DESCRIPTION)
+# Largest share of the fine-tuning's effect on the logits that a merged export may lose (see merge_check).
+MAX_MERGE_ERROR = 0.05
 # Either name, depending on the transformers version that saved the processor (which must also load).
 PROCESSOR_FILES = (("processor_config.json", "preprocessor_config.json"),)
 
@@ -64,12 +66,19 @@ def check_checkpoint_folder(folder: Path) -> dict:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = False, dtype: str = "auto",
-                      verify: bool = True) -> Path:
+                      verify: bool = True, max_merge_error: float = MAX_MERGE_ERROR) -> Path:
     """Write the adapter (or, with `merge`, the merged model) of `checkpoint` to `out`.
 
     Args:
+        dtype: Dtype of merged weights: auto is float32 (the merge is computed in float32; a 16-bit copy
+            rounds away much of a small LoRA update, see `dentvlm.merge_check`).
         verify: Load the written folder back (with the base model for an adapter) and check every
-            weight arrived, before `out` appears.
+            weight arrived, and that a merged model's logits keep the fine-tuning (`max_merge_error`),
+            before `out` appears.
+        max_merge_error: Largest merge error accepted (`dentvlm.merge_check`).
+
+    Raises:
+        ValueError: the export does not load, or a merged export loses more than `max_merge_error`.
     """
     from transformers import AutoProcessor
 
@@ -93,12 +102,16 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
             gc.collect()
         else:
             _copy_trained_files(folder, staging, adapter)
-        AutoProcessor.from_pretrained(folder).save_pretrained(staging)  # loads: checked above
+        processor = AutoProcessor.from_pretrained(folder)  # loads: checked above
+        processor.save_pretrained(staging)
+        _generation_settings(description, processor.tokenizer).save_pretrained(staging)
         for name in CARRIED_FILES:
             if (folder / name).is_file():
                 shutil.copy2(folder / name, staging / name)
         if verify:
             verify_export(staging, description["base_model"] if adapter and not merge else None)
+        if verify and adapter and merge:
+            _check_merge(staging, folder, description["base_model"], max_merge_error)
         if out.exists():
             out.rmdir()  # empty, checked above
         staging.rename(out)
@@ -108,10 +121,33 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
 
 
 def merged_model(folder: Path, base_model: str, dtype: str = "auto"):
-    """The base model with the folder's adapter merged in (a plain transformers model)."""
+    """The base model with the folder's adapter merged in (a plain transformers model), in `dtype`
+    (auto: float32). The base is loaded in that dtype and the float32 adapter added to it, so each
+    weight is rounded once, to `dtype`, after the update is added (not before)."""
     from dentvlm.model.build import load_vlm
 
-    return load_adapter(load_vlm(base_model, dtype=dtype), folder).merge_and_unload()
+    return load_adapter(load_vlm(base_model, dtype="float32" if dtype == "auto" else dtype),
+                        folder).merge_and_unload()
+
+
+def _check_merge(staging: Path, folder: Path, base_model: str, max_merge_error: float) -> None:
+    from dentvlm.merge_check import merge_error
+
+    error = merge_error(staging, folder, base_model)
+    if error > max_merge_error:
+        raise ValueError(f"export check failed: the merged weights lose {100 * error:.1f}% of what the fine-tuning "
+                         f"changes in the logits (over --max_merge_error {max_merge_error}); 16-bit weights round "
+                         "away small LoRA updates: export with --dtype float32 (the default), or as an adapter")
+
+
+def _generation_settings(description: dict, tokenizer):
+    """dentvlm's greedy generation settings, for every export: a base checkpoint's own (Qwen2.5-VL ships
+    sampling and a repetition penalty) would make vLLM or plain `generate` answer otherwise than
+    `dentvlm test` scored."""
+    from dentvlm.model.generation import generation_config
+
+    hparams = description.get("model_hparams", {})
+    return generation_config(int(hparams.get("max_new_tokens") or 128), int(hparams.get("num_beams") or 1), tokenizer)
 
 
 def load_adapter(base, folder: Path):

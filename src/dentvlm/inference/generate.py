@@ -12,7 +12,7 @@ import torch
 
 from dentvlm.data.collate import Encoded, pad_batch
 from dentvlm.model.inputs import PixelNormalizer, model_inputs
-from dentvlm.model.module import generation_config
+from dentvlm.model.generation import generation_config
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Answer:
 
 
 def generation_settings(decoding: Decoding, tokenizer):
-    """The complete `GenerationConfig` for `decoding` (see `dentvlm.model.module.generation_config`)."""
+    """The complete `GenerationConfig` for `decoding` (see `dentvlm.model.generation`)."""
     config = generation_config(decoding.max_new_tokens, 1, tokenizer)
     if decoding.temperature > 0:
         config.do_sample, config.temperature, config.top_p = True, decoding.temperature, decoding.top_p
@@ -67,10 +67,10 @@ def generate(network: torch.nn.Module, processor, items: list[Encoded], decoding
     network.generation_config = generation_settings(decoding, tokenizer)
     output = network.generate(**inputs)
     new = output[:, inputs["input_ids"].shape[1]:].cpu()  # (B, generated), padded after each row's end
-    end = network.generation_config.eos_token_id
+    ends_at = torch.tensor(network.generation_config.eos_token_id)  # every end token (see end_token_ids)
     answers = []
     for item, row in zip(items, new):
-        ends = (row == end).nonzero()
+        ends = torch.isin(row, ends_at).nonzero()
         length = int(ends[0]) + 1 if len(ends) else len(row)
         text = tokenizer.decode(row[:length], skip_special_tokens=True).strip()
         answers.append(Answer(text, item.prompt_len, length, "stop" if len(ends) else "length"))

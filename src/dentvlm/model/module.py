@@ -25,6 +25,7 @@ from dentvlm.model.build import (
     resolve_model_path,
 )
 from dentvlm.model.fast_paths import apply_fast_paths
+from dentvlm.model.generation import generation_config
 from dentvlm.model.finetune import ALL_LINEAR, FinetuneSpec, apply_finetuning, parameter_counts
 from dentvlm.model.inputs import PixelNormalizer, model_inputs, with_vision_keepalive
 from dentvlm.model.loss import answer_loss
@@ -38,19 +39,6 @@ from dentvlm.model.step_loss import StepLoss
 from dentvlm.predictions import Prediction
 
 FSDP_SHARDING = ("full", "hybrid")
-
-
-def generation_config(max_new_tokens: int, num_beams: int, tokenizer):
-    """The complete generation settings: set on the model, so that none of a checkpoint's own
-    (e.g. Qwen2.5-VL's repetition_penalty 1.05 and top_k 1) fills in what is left unset here."""
-    from transformers import GenerationConfig
-
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    return GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams, num_return_sequences=1,
-        repetition_penalty=1.0, length_penalty=1.0, no_repeat_ngram_size=0, temperature=1.0, top_k=50, top_p=1.0,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end, eos_token_id=end,
-    )
 
 
 class DentVLM(L.LightningModule):
