@@ -123,3 +123,32 @@ def test_embedded_colour_profile_is_applied_then_dropped(tmp_path):
     assert out.convert("RGB").getpixel((20, 15)) == pytest.approx((200, 40, 40), abs=6)
     broken = stored(tmp_path, source, "PNG", "broken", icc_profile=b"not a profile at all")
     assert broken.convert("RGB").getpixel((20, 15)) == pytest.approx((200, 40, 40), abs=6)
+
+
+def test_mostly_black_radiograph_keeps_the_anatomy_s_grey_levels(tmp_path):
+    """A 16-bit radiograph that is mostly black padding around a small textured anatomy, with a burned-in
+    marker: the window is set on the anatomy (issue class: percentiles taken over the background leave a
+    handful of grey levels of anatomy)."""
+    rng = np.random.default_rng(0)
+    values = np.zeros((1000, 1000), np.uint16)
+    anatomy = np.tile(np.linspace(20_000, 21_000, 150), (150, 1)) + rng.normal(0, 40, (150, 150))
+    values[400:550, 400:550] = np.clip(anatomy, 1, 65_534).astype(np.uint16)
+    values[50:80, 50:150] = 65_535  # a burned-in marker: 0.3% of the image
+    path = tmp_path / "padded.png"
+    Image.fromarray(values).save(path)
+    out = np.asarray(Image.open(io.BytesIO(prepare_image(path, ImagePolicy(long_side=1000, jpeg_quality=95)))))
+    inside = out[410:540, 410:540]
+    assert len(np.unique(inside)) > 100, len(np.unique(inside))
+    assert inside.min() < 60 and inside.max() > 200  # the anatomy spans the 8-bit range
+    assert out[:40].max() < 8 and out[55:75, 60:140].min() > 245  # padding black, marker white
+    # what percentiles over every pixel keep: the anatomy squeezed into a few levels
+    low, high = np.percentile(values, (0.5, 99.5))
+    squeezed = np.clip((values[410:540, 410:540].astype(float) - low) * 255 / (high - low), 0, 255).round()
+    assert len(np.unique(squeezed)) < 16
+
+
+def test_background_at_the_maximum_is_left_out_too():
+    values = np.full((200, 200), 65_535, np.uint16)  # saturated (burned-out) surround
+    values[80:120, 80:120] = np.tile(np.linspace(1000, 3000, 40), (40, 1)).astype(np.uint16)
+    out = np.asarray(to_8bit(Image.fromarray(values)))
+    assert len(np.unique(out[80:120, 80:120])) > 30 and out[0, 0] == 255

@@ -6,6 +6,7 @@ import json
 import struct
 import tarfile
 
+import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin, TiffImagePlugin, features
 
@@ -144,3 +145,36 @@ def test_names_in_metadata_never_reach_the_shards(tmp_path):
         with tarfile.open(shard) as tar:
             for member in tar.getmembers():
                 assert b"Zelda" not in tar.extractfile(member).read(), member.name
+
+
+def clean_jpeg_source() -> bytes:
+    """An 8-bit JPEG that needs no pixel change at a long side of 96 (no ICC profile, upright), full of
+    metadata."""
+    exif = Image.Exif()
+    exif[0x010E] = f"{NAME} ImageDescription"
+    exif[0x013B] = f"{NAME} Artist"
+    exif[0x0112] = 1  # upright
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 36.0)})  # GPS
+    out = io.BytesIO()
+    photo().save(out, "JPEG", quality=92, comment=f"{NAME} comment".encode(), exif=exif.tobytes(), xmp=XMP)
+    data = out.getvalue()
+    return data[:2] + iptc_app13() + data[2:]
+
+
+def test_clean_jpeg_in_a_shard_has_the_source_pixels_and_no_metadata(tmp_path):
+    source = clean_jpeg_source()
+    gps = Image.open(io.BytesIO(source)).getexif().get_ifd(0x8825)
+    assert NAME.encode() in source and gps[2] == (52.0, 31.0, 12.0)  # the fixture holds what it claims
+    (tmp_path / "clean.jpg").write_bytes(source)
+    (tmp_path / "set.json").write_text(json.dumps([{"id": 0, "images": ["clean.jpg"], "messages": [
+        {"role": "user", "content": "<image> Conditions?"}, {"role": "assistant", "content": "Caries"}]}]))
+    out = tmp_path / "shards"
+    build_shards(tmp_path / "set.json", out, salt="s", val=0, test=0, policy=ImagePolicy(long_side=96), workers=1,
+                 progress=False, strict=True)
+    [shard] = out.glob("*.tar")
+    with tarfile.open(shard) as tar:
+        [stored] = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")]
+    assert b"Zelda" not in stored and b"Exif" not in stored and b"http://ns.adobe.com" not in stored
+    assert set(jpeg_markers(stored)) <= {0xDB, 0xC4, 0xC0, 0xC2, 0xDA}, [hex(m) for m in jpeg_markers(stored)]
+    pixels = np.asarray(Image.open(io.BytesIO(stored)))
+    assert np.array_equal(pixels, np.asarray(Image.open(io.BytesIO(source))))  # bit for bit: never re-encoded

@@ -23,8 +23,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from dentvlm.ingest.images import ImageRejected, open_bounded
-from dentvlm.limits import MAX_IMAGES_PER_SAMPLE, MAX_RECORD_BYTES, MAX_SHARD_IMAGE_BYTES, MAX_SHARD_IMAGE_PIXELS
+from dentvlm.ingest.images import ImageRejected, open_bounded, target_size
+from dentvlm.limits import (
+    MAX_IMAGES_PER_SAMPLE,
+    MAX_RECORD_BYTES,
+    MAX_SHARD_IMAGE_BYTES,
+    MAX_SHARD_IMAGE_PIXELS,
+    image_shape_problem,
+)
 from dentvlm.records import IMAGE_MEMBER_PATTERN, Checkup, image_member
 
 PARTIAL_SUFFIX = ".partial"
@@ -284,6 +290,7 @@ def _sample(key: str, raw: dict[str, bytes], where: str) -> ShardSample:
 
 
 def _check_image(data: bytes, where: str) -> None:
+    """Raise ValueError for an image `decode_image` would refuse (checked from its header only)."""
     if len(data) > MAX_SHARD_IMAGE_BYTES:
         raise ValueError(f"{where}: {len(data):,} bytes, over the shard limit of {MAX_SHARD_IMAGE_BYTES:,}")
     try:
@@ -291,21 +298,34 @@ def _check_image(data: bytes, where: str) -> None:
     except ImageRejected as exc:
         raise ValueError(str(exc)) from None
     with image:
-        if image.format != "JPEG":
-            raise ValueError(f"{where}: image is {image.format}, shards store JPEG only")
+        _check_stored(image, where)
+
+
+def _check_stored(image: Image.Image, where: str) -> None:
+    """The reader's limits on a stored image's header: JPEG, and a shape the model's processor takes."""
+    if image.format != "JPEG":
+        raise ValueError(f"{where}: image is {image.format}, shards store JPEG only")
+    problem = image_shape_problem(*image.size)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem[1]} [{problem[0]}]; rebuild the shards with `dentvlm shard`")
 
 
 def decode_image(data: bytes, where: str, long_side: int | None = None) -> Image.Image:
-    """Decode one shard image to RGB, bounded in size; optionally at a smaller long side."""
+    """Decode one shard image to RGB, bounded in size; optionally at a smaller long side (resized as
+    `dentvlm shard` resizes, so the shape stays one the processor takes).
+
+    Raises:
+        ValueError: the image breaks a reader limit or is corrupt; `where` (shard and sample) names it.
+    """
     try:
         image = open_bounded(data, MAX_SHARD_IMAGE_PIXELS, where)
-        if image.format != "JPEG":
-            raise ValueError(f"{where}: image is {image.format}, shards store JPEG only")
-        if long_side is not None and max(image.size) > long_side:
-            image.draft("RGB", (long_side, long_side))
+        _check_stored(image, where)
+        size = target_size(*image.size, long_side) if long_side is not None else image.size
+        if size != image.size:
+            image.draft("RGB", size)
         image = image.convert("RGB")
     except (ImageRejected, OSError) as exc:
         raise ValueError(f"{where}: bad image in shard ({exc})") from None
-    if long_side is not None and max(image.size) > long_side:
-        image.thumbnail((long_side, long_side), Image.Resampling.BICUBIC)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
     return image

@@ -1,13 +1,18 @@
-"""Safe, fast image preparation at shard time: bound, decode at reduced scale, EXIF-rotate, to 8 bits,
-resize, JPEG with pixels only.
+"""Safe, fast image preparation: bound, decode at reduced scale, EXIF-rotate, to 8 bits, resize, JPEG
+with pixels only. One preparation for every route to the model: `dentvlm shard` stores its bytes, and
+`dentvlm predict` and `dentvlm serve` decode them as training reads a shard (`model_image`), so the model
+is shown the same pixels for the same file whichever way it comes.
 
 The COde release stores 4,000 px photographs. Decoding those every epoch would starve the GPU, so
 images are resized once here. JPEG sources are decoded with libjpeg's DCT scaling (`Image.draft`),
-which skips most of the work of a full-size decode when the target is much smaller.
+which skips most of the work of a full-size decode when the target is much smaller; high-bit-depth
+images are averaged down before they are windowed (`pixels`), so memory stays near the decoded size.
 
 Source files are untrusted: only regular files are opened (a FIFO would block, ``/dev/zero`` never
-ends), their size is bounded, and the stored JPEG is rebuilt from pixels alone, so no comment, EXIF,
-XMP, IPTC, ICC profile or text chunk (where clinics put names) reaches a shard.
+ends), their size is bounded, and the stored JPEG is rebuilt from pixels alone, or, for a JPEG that needs
+no pixel change, is the source's coded data with every metadata segment removed (`jpeg_clean`), so no
+comment, EXIF, XMP, IPTC, ICC profile or text chunk (where clinics put names) reaches a shard. Sizes the
+model's processor would refuse are refused here, with their own reason (`dentvlm.limits`).
 """
 
 from __future__ import annotations
@@ -19,10 +24,17 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from dentvlm.ingest.jpeg_clean import stripped_jpeg
 from dentvlm.ingest.pixels import UnsupportedMode, to_8bit, to_srgb
-from dentvlm.limits import MAX_SHARD_IMAGE_PIXELS
+from dentvlm.limits import (
+    EMPTY_IMAGE,
+    MAX_ASPECT_RATIO,
+    MAX_SHARD_IMAGE_BYTES,
+    MAX_SHARD_IMAGE_PIXELS,
+    image_shape_problem,
+)
 
 # Reasons an image is rejected; they are the keys of the manifest's skip counts.
 MISSING = "missing_image"
@@ -32,6 +44,7 @@ TRUNCATED = "truncated_image"
 BOMB = "decompression_bomb"
 TOO_LARGE = "file_too_large"
 UNSUPPORTED = "unsupported_image_mode"
+# ... and `dentvlm.limits`' EMPTY_IMAGE and EXTREME_ASPECT_RATIO: shapes the model's processor refuses.
 # Largest source file read: a 4,000 px photograph is a few MB, an 80 Mpx 16-bit TIFF 160 MB.
 MAX_SOURCE_BYTES = 512 * 1024 * 1024
 
@@ -69,10 +82,25 @@ class ImagePolicy:
             raise ValueError(f"jpeg_quality must be in 1..95, got {self.jpeg_quality}")
 
 
+# EXIF orientation -> the transposition that makes the image upright (as Pillow's `exif_transpose`).
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+
+
 def target_size(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """Size after fitting (width, height) into a `long_side` box, keeping aspect, never upscaling."""
+    """Size after fitting (width, height) into a `long_side` box, keeping aspect, never upscaling.
+
+    Rounding the shorter side down never takes an image past `MAX_ASPECT_RATIO` that the source kept."""
     scale = min(1.0, long_side / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
+    if max(width, height) <= MAX_ASPECT_RATIO * min(width, height):
+        shortest = math.ceil(max(new_width, new_height) / MAX_ASPECT_RATIO)
+        if new_width >= new_height:
+            new_height = max(new_height, shortest)
+        else:
+            new_width = max(new_width, shortest)
+    return new_width, new_height
 
 
 def prepare_image(path: Path, policy: ImagePolicy) -> bytes:
@@ -118,23 +146,85 @@ def read_source_file(path: Path, max_bytes: int = MAX_SOURCE_BYTES) -> bytes:
 
 
 def prepare_image_bytes(data: bytes, policy: ImagePolicy, where: str) -> bytes:
-    """`prepare_image` on bytes already read; `where` names the source in errors."""
+    """`prepare_image` on bytes already read; `where` names the source in errors.
+
+    A JPEG that needs no pixel change (8-bit gray or colour, no colour profile, upright, no larger than
+    the long side) keeps its compressed data, stripped of every metadata segment (`jpeg_clean`): its
+    pixels stay bit-identical. Everything else is decoded and stored from its pixels.
+    """
     image = open_bounded(data, policy.max_source_pixels, where)
     try:
-        # Request the final size from the DCT decoder (JPEG only; draft keeps at least this many pixels).
-        image.draft(image.mode if image.mode in ("L", "RGB") else None, _draft_size(image, policy.long_side))
-        image.load()
-        upright = to_8bit(to_srgb(ImageOps.exif_transpose(image)))
-        size = target_size(upright.width, upright.height, policy.long_side)
-        if upright.size != size:
-            upright = upright.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
-        return _jpeg_pixels_only(upright, policy.jpeg_quality)
+        size = _stored_size(image, policy, where)
+        kept = _kept_as_is(data, image, policy)
+        if kept is not None:
+            _check_decodes(kept)
+            return kept
+        return _jpeg_pixels_only(_stored_pixels(image, size), policy.jpeg_quality)
     except UnsupportedMode as exc:
         raise ImageRejected(UNSUPPORTED, f"{where}: {exc}") from None
     except (OSError, ValueError) as exc:  # PIL reports truncated or broken pixel data at load time
         raise ImageRejected(TRUNCATED, f"{where}: image data is truncated or corrupt ({exc})") from None
     finally:
         image.close()
+
+
+def declared_size(data: bytes, policy: ImagePolicy, where: str) -> tuple[int, int]:
+    """The source's (width, height) from its header, after every check `prepare_image_bytes` makes before
+    decoding (size bound, shape as stored): to refuse a request's images before any of them is decoded.
+
+    Raises:
+        ImageRejected: what `prepare_image_bytes` would refuse before decoding.
+    """
+    with open_bounded(data, policy.max_source_pixels, where) as image:
+        _stored_size(image, policy, where)
+        return image.size
+
+
+def _stored_size(image: Image.Image, policy: ImagePolicy, where: str) -> tuple[int, int]:
+    """The (width, height) `image` is resized to, in its stored orientation (an EXIF rotation swaps both
+    sides, which changes neither the scale nor the shape), from its header alone (a PNG's EXIF may follow
+    its pixels); `ImageRejected` for a shape the model's processor refuses (`dentvlm.limits`)."""
+    size = target_size(*image.size, policy.long_side)
+    problem = image_shape_problem(*size)
+    if problem is not None:
+        raise ImageRejected(problem[0], f"{where}: stored as {problem[1]}")
+    return size
+
+
+def _stored_pixels(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` in sRGB, 8-bit, at `size`, then upright. The resize comes before the rotation, and a
+    high-bit-depth image is averaged down before it is windowed, so that no step copies the full-size
+    image more than once."""
+    # Request about the final size from the DCT decoder (JPEG only; draft keeps at least this many pixels).
+    image.draft(image.mode if image.mode in ("L", "RGB") else None, size)
+    image.load()
+    factor = max(1, int(min(image.width / size[0], image.height / size[1])))  # averaged down to 1-2x size
+    pixels = to_8bit(to_srgb(image), factor)
+    if pixels.size != size:
+        pixels = pixels.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    orientation = _orientation(image)
+    return pixels.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else pixels
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF (or XMP) orientation Pillow's `exif_transpose` would apply: 1 (upright) to 8."""
+    value = image.getexif().get(0x0112, 1)
+    return value if value in _TRANSPOSE else 1
+
+
+def _kept_as_is(data: bytes, image: Image.Image, policy: ImagePolicy) -> bytes | None:
+    """The source JPEG stripped of its metadata when its pixels need no change, else None."""
+    if (image.format != "JPEG" or image.mode not in ("L", "RGB") or image.info.get("icc_profile")
+            or max(image.size) > policy.long_side or _orientation(image) != 1):
+        return None
+    kept = stripped_jpeg(data)
+    return kept if kept is not None and len(kept) <= MAX_SHARD_IMAGE_BYTES else None
+
+
+def _check_decodes(data: bytes) -> None:
+    """Decode `data` once, so that a truncated or corrupt JPEG is refused now, not when training reads it."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
 
 
 def _jpeg_pixels_only(image: Image.Image, quality: int) -> bytes:
@@ -167,15 +257,12 @@ def open_bounded(data: bytes, max_pixels: int, where: str) -> Image.Image:
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageRejected(CORRUPT, f"{where}: not a readable image ({exc})") from None
     width, height = image.size
-    if width * height > max_pixels or width <= 0 or height <= 0:
+    if width < 1 or height < 1:
+        image.close()
+        raise ImageRejected(EMPTY_IMAGE, f"{where}: declares {width}x{height} pixels: an image without pixels")
+    if width * height > max_pixels:
         image.close()
         raise ImageRejected(
             BOMB, f"{where}: declares {width}x{height} pixels, over the limit of {max_pixels} (decompression bomb?)"
         )
     return image
-
-
-def _draft_size(image: Image.Image, long_side: int) -> tuple[int, int]:
-    # The EXIF rotation happens after decoding, so the requested box is in stored orientation.
-    scale = min(1.0, long_side / max(image.size))
-    return math.ceil(image.width * scale), math.ceil(image.height * scale)

@@ -6,14 +6,13 @@ run config), generate greedily in batches, and write one JSONL line per checkup 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from dentvlm.predict.output import OutputFolder, check_output_folder
 from dentvlm.predict.sources import NewCheckup, Refused, read_new_checkups
 
 EMPTY = "empty_checkup"
@@ -36,31 +35,27 @@ class Prepared:
 def predict_folder(checkpoint: str, source: str, out: str, tasks: list[str] | None, overrides: dict,
                    image_root: str | None, policy, batch_size: int, max_new_tokens: int | None, device: str,
                    dtype: str, strict: bool, overwrite: bool) -> dict:
-    """Write ``predictions.jsonl`` and ``summary.json`` to the new folder `out`; returns the summary."""
+    """Write ``predictions.jsonl`` and ``summary.json`` to `out` (see `dentvlm.predict.output`); returns the summary."""
     from dentvlm.inference.load import load_for_inference
 
     target = Path(out)
-    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not overwrite)):
-        raise FileExistsError(f"{out}: exists and is not an empty folder; choose a new one or pass --overwrite true")
-    checkups = read_new_checkups(Path(source), Path(image_root) if image_root else None)
+    source_path = Path(source)
+    image_folder = Path(image_root) if image_root else (source_path if source_path.is_dir() else source_path.parent)
+    check_output_folder(target, overwrite, [source_path, image_folder])
+    checkups = read_new_checkups(source_path, Path(image_root) if image_root else None)
     model = load_for_inference(checkpoint, dtype, device=_device(device))
     settings = {**DATA_DEFAULTS, **{k: v for k, v in model.data.items() if k in DATA_DEFAULTS},
                 **{k: v for k, v in overrides.items() if v is not None}}
     tasks = list(tasks or [model.description.get("task") or settings["task"]])
     predictor = Predictor(model, settings, tasks, max_new_tokens or model.max_new_tokens)
-    target.absolute().parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.absolute().parent))
-    try:
+    folder = OutputFolder(target)
+    with folder as staging:
         summary = _run(checkups, predictor, policy, batch_size, strict, staging / "predictions.jsonl")
         summary.update(source=str(source), checkpoint=str(checkpoint), tasks=tasks, classes=list(model.classes),
                        image_long_side=policy.long_side,
                        settings={k: settings[k] for k in ("multi_label", "modality", "image_modalities", "max_images")})
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        folder.publish()
     return summary
 
 
@@ -117,17 +112,17 @@ def _flush(pending: list[Prepared | Refused], predictor: Predictor, counts: dict
 
 
 def prepare(checkup: NewCheckup, policy, strict: bool, decode_long_side: int | None = None) -> Prepared | Refused:
-    """Decode `checkup`'s images exactly as shards store and training reads them (bounded, EXIF-rotated,
-    8-bit, resized to the policy's long side, JPEG); a rejected image is left out and reported."""
-    from dentvlm.data.shards import decode_image
+    """Decode `checkup`'s images exactly as shards store and training reads them (`model_image`: bounded,
+    EXIF-rotated, 8-bit, resized to the policy's long side, JPEG); a rejected image is left out and
+    reported (a size the model's processor refuses included)."""
     from dentvlm.ingest.common import IngestError
-    from dentvlm.ingest.images import ImageRejected, prepare_image
+    from dentvlm.ingest.images import ImageRejected, read_source_file
+    from dentvlm.ingest.model_image import model_image
 
     images, modalities, skipped = [], [], []
     for position, (path, modality) in enumerate(checkup.images, start=1):
         try:
-            data = prepare_image(path, policy)
-            images.append(decode_image(data, f"{checkup.where} image {position}", decode_long_side))
+            images.append(model_image(read_source_file(path), policy, str(path), decode_long_side))
             modalities.append(modality)
         except ImageRejected as exc:
             if strict:
