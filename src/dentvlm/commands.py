@@ -151,9 +151,9 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
           max_batch_size: int = 8, batch_timeout: float = 0.05, max_new_tokens: int = 1024,
           max_tokens: int | None = None, temperature: float = 0.0, max_images: int = 32,
           max_image_bytes: int = 20_000_000, max_image_pixels: int = 40_000_000,
-          max_request_bytes: int = 200_000_000, cutoff_len: int = 4096, min_pixels: int | None = None,
-          max_pixels: int | None = None, context_len: int | None = None, dtype: str = "auto",
-          accelerator: str = "auto", devices: int | str = "auto", workers_per_device: int = 1,
+          max_request_pixels: int = 128_000_000, max_request_bytes: int = 200_000_000, cutoff_len: int = 4096,
+          min_pixels: int | None = None, max_pixels: int | None = None, context_len: int | None = None,
+          dtype: str = "auto", accelerator: str = "auto", devices: int | str = "auto", workers_per_device: int = 1,
           timeout: float = 300.0, log_level: str = "warning") -> None:
     """Serve a checkpoint, export or model folder as an OpenAI-compatible chat completions API (LitServe).
 
@@ -171,7 +171,10 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
         temperature: Temperature of a request that sets none (0: greedy, as `dentvlm test`).
         max_images: Images per request (more: HTTP 400).
         max_image_bytes: Bytes per decoded image (more: HTTP 413).
-        max_image_pixels: Pixels per image, checked before decoding (more: HTTP 400).
+        max_image_pixels: Pixels per image, checked before decoding (more: HTTP 400). Images are prepared as
+            the training shards stored theirs (EXIF-rotated, 8-bit, resized to their --image_long_side).
+        max_request_pixels: Pixels all images of a request declare together, checked before decoding
+            (more: HTTP 400; the default takes 8 photographs of 4000 x 3000).
         max_request_bytes: Bytes per request body (more: HTTP 413).
         cutoff_len: Image budget as in data.cutoff_len: a request's images are scaled down together so that
             they and the text fit this many tokens (not below min_pixels).

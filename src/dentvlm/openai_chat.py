@@ -2,7 +2,10 @@
 format, with images as base64 data URLs.
 
 Only data URLs are read: a server that fetched the remote URLs a request names would reach any address
-a client chooses, and would pass patient images through third parties.
+a client chooses, and would pass patient images through third parties. A request's images are refused
+from cheap facts first (count, bytes, each header's size and shape, the pixels all of them declare),
+before any is decoded; then each is prepared exactly as `dentvlm shard` stores a source file and decoded
+as training reads it (`model_image`), so a served model sees the pixels it was trained on.
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ import base64
 import binascii
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
 from dentvlm.data.tasks import Message
-from dentvlm.ingest.images import ImageRejected, open_bounded
+from dentvlm.ingest.images import ImagePolicy, ImageRejected, declared_size
+from dentvlm.ingest.model_image import model_image
 
 IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg"}
 ACCEPTED_MIME = ("image/png", "image/jpeg", "image/jpg", "image/webp")
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[\w.+-]+)*;base64,(?P<data>.*)$", re.DOTALL)
 ROLES = ("system", "user", "assistant")
+# Message fields the chat template has no place for (a participant's name, tool calls and results).
+MESSAGE_FIELDS_REFUSED = ("name", "tool_calls", "tool_call_id")
 
 
 class BadChatRequest(ValueError):
@@ -35,36 +41,59 @@ class BadChatRequest(ValueError):
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Bounds on the images of one request.
+    """Bounds on the images of one request, and how they are prepared.
 
     Attributes:
         max_images: Images per request.
         max_bytes: Decoded bytes per image.
         max_pixels: Pixels per image, checked from its header before decoding (decompression bombs).
+        max_request_pixels: Pixels all of a request's images declare together, checked before decoding
+            (default: 8 COde photographs of 4000 x 3000, and a third more).
+        long_side: Images are stored at most this long, as the served model's training shards were
+            (their ``--image_long_side``).
+        jpeg_quality: JPEG quality of that storage (the shards' ``--jpeg_quality``).
+        policy: The `ImagePolicy` these make (derived).
     """
 
     max_images: int = 32
     max_bytes: int = 20_000_000
     max_pixels: int = 40_000_000
+    max_request_pixels: int = 128_000_000
+    long_side: int = 1024
+    jpeg_quality: int = 90
+    policy: ImagePolicy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The shard image policy requests are prepared with (refuses, now, what `dentvlm shard` refuses).
+        object.__setattr__(self, "policy", ImagePolicy(self.long_side, self.jpeg_quality, self.max_pixels))
 
 
-def image_data_url(image: Image.Image, image_format: str = "png", jpeg_quality: int = 95) -> str:
+def image_data_url(image: Image.Image | bytes, image_format: str = "png", jpeg_quality: int = 95) -> str:
     """`image` as a ``data:image/...;base64,`` URL. PNG keeps every pixel (a local model sees exactly
-    what dentvlm's own evaluation shows); JPEG is smaller."""
+    what dentvlm's own evaluation shows); JPEG is smaller. `bytes` are a stored JPEG (a shard's image),
+    sent as they are (`image_format` jpeg): `dentvlm serve` keeps such a JPEG's coded data, so it ends
+    with the shard's very pixels."""
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image format must be one of {list(IMAGE_FORMATS)}, got {image_format!r}")
-    out = io.BytesIO()
-    if image_format == "png":
-        image.save(out, format="PNG", compress_level=1)  # speed over size: the bytes only travel once
+    if isinstance(image, bytes):
+        if image_format != "jpeg":
+            raise ValueError(f"stored JPEG bytes are sent as jpeg, not {image_format}")
+        data = image
     else:
-        image.save(out, format="JPEG", quality=jpeg_quality)
-    return f"data:{IMAGE_FORMATS[image_format]};base64,{base64.b64encode(out.getvalue()).decode('ascii')}"
+        out = io.BytesIO()
+        if image_format == "png":
+            image.save(out, format="PNG", compress_level=1)  # speed over size: the bytes only travel once
+        else:
+            image.save(out, format="JPEG", quality=jpeg_quality)
+        data = out.getvalue()
+    return f"data:{IMAGE_FORMATS[image_format]};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def to_openai_messages(messages: list[Message], images: list[Image.Image], image_format: str = "png",
+def to_openai_messages(messages: list[Message], images: list[Image.Image | bytes], image_format: str = "png",
                        jpeg_quality: int = 95) -> list[dict]:
     """dentvlm chat turns (content lists whose ``{"type": "image"}`` parts take `images` in order) as
-    OpenAI messages; assistant turns (few-shot answers) become plain text, as the API expects."""
+    OpenAI messages; assistant turns (few-shot answers) become plain text, as the API expects. Images
+    given as bytes are stored JPEGs, sent as they are (see `image_data_url`)."""
     queue = iter(images)
     out = []
     for message in messages:
@@ -83,19 +112,23 @@ def to_openai_messages(messages: list[Message], images: list[Image.Image], image
 
 
 def from_openai_messages(messages: list[Any], limits: ImageLimits) -> tuple[list[Message], list[Image.Image]]:
-    """OpenAI messages (dicts or pydantic models) as dentvlm chat turns and their decoded RGB images.
+    """OpenAI messages (dicts or pydantic models) as dentvlm chat turns and their RGB images, as the
+    model reads them (see the module doc).
 
     Raises:
-        BadChatRequest: an unknown role or content part, a remote or malformed image URL, an image
-            that is not a readable PNG/JPEG/WebP within `limits`, or too many images.
+        BadChatRequest: an unknown role, message field or content part, a remote or malformed image URL,
+            an image that is not a readable PNG/JPEG/WebP within `limits`, or too many images or pixels.
     """
     turns: list[Message] = []
-    images: list[Image.Image] = []
+    sources: list[tuple[str, bytes]] = []  # (where, image bytes), in order
     for m, message in enumerate(messages):
         message = _plain(message)
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise BadChatRequest(f"messages[{m}]: role {role!r} is not one of {ROLES}")
+        unused = [name for name in MESSAGE_FIELDS_REFUSED if message.get(name)]
+        if unused:
+            raise BadChatRequest(f"messages[{m}]: {', '.join(unused)} not supported by this server")
         if isinstance(content, str):
             turns.append({"role": role, "content": [{"type": "text", "text": content}]})
             continue
@@ -107,19 +140,20 @@ def from_openai_messages(messages: list[Any], limits: ImageLimits) -> tuple[list
             if part.get("type") == "text" and isinstance(part.get("text"), str):
                 parts.append({"type": "text", "text": part["text"]})
             elif part.get("type") == "image_url":
-                if len(images) == limits.max_images:
+                if len(sources) == limits.max_images:
                     raise BadChatRequest(f"{where}: more than {limits.max_images} images in one request")
-                images.append(decode_image_url(part.get("image_url"), where, limits))
+                sources.append((where, image_url_bytes(part.get("image_url"), where, limits)))
                 parts.append({"type": "image"})
             else:
                 raise BadChatRequest(f"{where}: unsupported content part {part.get('type')!r} "
                                      "(text and image_url only)")
         turns.append({"role": role, "content": parts})
-    return turns, images
+    check_declared_pixels(sources, limits)
+    return turns, [request_image(data, where, limits) for where, data in sources]
 
 
-def decode_image_url(image_url: Any, where: str, limits: ImageLimits) -> Image.Image:
-    """The RGB image of a ``data:`` URL (a string or ``{"url": ...}``), within `limits`."""
+def image_url_bytes(image_url: Any, where: str, limits: ImageLimits) -> bytes:
+    """The image bytes of a ``data:`` URL (a string or ``{"url": ...}``), at most `limits.max_bytes`."""
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str):
         raise BadChatRequest(f"{where}: image_url has no url")
@@ -135,17 +169,32 @@ def decode_image_url(image_url: Any, where: str, limits: ImageLimits) -> Image.I
     if len(match["data"]) > limits.max_bytes * 4 // 3 + 4:
         raise BadChatRequest(f"{where}: image over {limits.max_bytes:,} bytes", status=413)
     try:
-        data = base64.b64decode(match["data"], validate=True)
+        return base64.b64decode(match["data"], validate=True)
     except (binascii.Error, ValueError):
         raise BadChatRequest(f"{where}: image data is not valid base64") from None
+
+
+def check_declared_pixels(sources: list[tuple[str, bytes]], limits: ImageLimits) -> None:
+    """Refuse, from the headers alone, an image whose size or shape is refused, or a request whose images
+    declare more than `limits.max_request_pixels` pixels together: nothing is decoded for a refusal."""
+    total = 0
+    for where, data in sources:
+        try:
+            width, height = declared_size(data, limits.policy, where)
+        except ImageRejected as exc:
+            raise BadChatRequest(str(exc)) from None
+        total += width * height
+    if total > limits.max_request_pixels:
+        raise BadChatRequest(f"the request's {len(sources)} images declare {total:,} pixels, over the limit of "
+                             f"{limits.max_request_pixels:,} per request (the server's --max_request_pixels)")
+
+
+def request_image(data: bytes, where: str, limits: ImageLimits) -> Image.Image:
+    """The RGB image the model reads for one request image (`model_image`: as a shard would hold it)."""
     try:
-        image = open_bounded(data, limits.max_pixels, where)
-        with image:
-            return image.convert("RGB")  # decodes every pixel: truncated data fails here
+        return model_image(data, limits.policy, where)
     except ImageRejected as exc:
         raise BadChatRequest(str(exc)) from None
-    except (OSError, ValueError) as exc:
-        raise BadChatRequest(f"{where}: image data is truncated or corrupt ({exc})") from None
 
 
 def _plain(value: Any) -> dict:

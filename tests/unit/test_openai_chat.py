@@ -1,5 +1,6 @@
-"""Chat turns to and from the OpenAI format: images as data URLs keep every pixel (PNG), remote URLs and
-bad image data are refused with the part that holds them."""
+"""Chat turns to and from the OpenAI format: images as data URLs keep every pixel (PNG) on the way out; on the
+way in they become what a shard would hold (`model_image`); remote URLs, bad image data and images or requests
+over the limits are refused with the part that holds them, before anything is decoded where the header tells."""
 
 import base64
 import io
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from dentvlm.data.tasks import format_checkup
+from dentvlm.ingest.model_image import model_image
 from dentvlm.labels import DEFAULT_CLASSES
 from dentvlm.openai_chat import BadChatRequest, ImageLimits, from_openai_messages, image_data_url, to_openai_messages
 from dentvlm.records import Checkup
@@ -27,9 +29,22 @@ def test_round_trip_keeps_turns_and_pixels():
     question = example.messages[:-1]
     sent = to_openai_messages(question, images)
     assert [p["type"] for p in sent[0]["content"]] == ["text", "image_url", "text", "image_url", "text"]
-    turns, decoded = from_openai_messages(sent, ImageLimits())
+    urls = [part["image_url"]["url"] for part in sent[0]["content"] if part["type"] == "image_url"]
+    assert all(np.array_equal(np.asarray(image), np.asarray(decoded(url))) for image, url in zip(images, urls))
+    limits = ImageLimits(long_side=64)
+    turns, received = from_openai_messages(sent, limits)
     assert turns == question
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, decoded))
+    for url, image in zip(urls, received):  # prepared as a shard would store the file sent
+        assert image.size == (64, 48)
+        assert np.array_equal(np.asarray(image), np.asarray(model_image(raw(url), limits.policy, "x")))
+
+
+def raw(url: str) -> bytes:
+    return base64.b64decode(url.split(",", 1)[1])
+
+
+def decoded(url: str) -> Image.Image:
+    return Image.open(io.BytesIO(raw(url)))
 
 
 def test_few_shot_answers_are_plain_text():
@@ -89,3 +104,56 @@ def test_jpeg_option():
     assert url.startswith("data:image/jpeg;base64,")
     with pytest.raises(ValueError, match="image format"):
         image_data_url(photo(5), "gif")
+
+
+def image_part(data: bytes, mime="image/png") -> dict:
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode()}"}}
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width` x `height` and whose pixel data is missing: refusing it for its
+    size shows the refusal came before decoding (decoding would find it truncated)."""
+    out = io.BytesIO()
+    Image.new("L", (width, height)).save(out, "PNG")
+    data = out.getvalue()
+    return data[: data.index(b"IDAT") + 8]
+
+
+def test_request_pixels_are_bounded_before_decoding():
+    limits = ImageLimits(max_pixels=5_000_000, max_request_pixels=8_000_000)
+    content = [image_part(header_only_png(2000, 1500))] * 2  # 3 Mpx each, 6 Mpx together: within
+    with pytest.raises(BadChatRequest, match="truncated or corrupt"):
+        from_openai_messages([{"role": "user", "content": content}], limits)
+    with pytest.raises(BadChatRequest, match=r"3 images declare 9,000,000 pixels, over the limit of 8,000,000") \
+            as caught:
+        from_openai_messages([{"role": "user", "content": content + content[:1]}], limits)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("size", [(900, 1), (1, 450), (4020, 20)])
+def test_shapes_the_processor_refuses_are_a_400_before_decoding(size):
+    with pytest.raises(BadChatRequest, match="more than 200 times the other") as caught:
+        from_openai_messages([{"role": "user", "content": [image_part(header_only_png(*size))]}], ImageLimits())
+    assert caught.value.status == 400 and "messages[0].content[0]" in str(caught.value)
+
+
+def test_a_shape_kept_by_its_source_stays_within_the_limit():
+    content = [image_part(header_only_png(4000, 20))]  # 200:1, stored at 1024 x 6 rather than 1024 x 5
+    with pytest.raises(BadChatRequest, match="truncated or corrupt"):
+        from_openai_messages([{"role": "user", "content": content}], ImageLimits())
+
+
+def test_message_fields_without_a_place_in_the_template_are_refused():
+    for field, value in [("name", "dr_who"), ("tool_call_id", "call_1"), ("tool_calls", [{"id": "x"}])]:
+        with pytest.raises(BadChatRequest, match=f"messages\\[0\\]: {field} not supported"):
+            from_openai_messages([{"role": "user", "content": "hi", field: value}], ImageLimits())
+    assert from_openai_messages([{"role": "user", "content": "hi", "name": None}], ImageLimits())[0]
+
+
+def test_stored_jpeg_bytes_are_sent_verbatim():
+    out = io.BytesIO()
+    photo(6).save(out, "JPEG", quality=80)
+    url = image_data_url(out.getvalue(), "jpeg")
+    assert url.startswith("data:image/jpeg;base64,") and raw(url) == out.getvalue()
+    with pytest.raises(ValueError, match="sent as jpeg"):
+        image_data_url(out.getvalue(), "png")

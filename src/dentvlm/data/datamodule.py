@@ -90,8 +90,11 @@ class ExampleMaker:
             indices = select_images(checkup, self.image_modalities, self.max_images)
         images = [decode_image(sample.images[i], f"{sample.where} image {i}", self.decode_long_side)
                   for i in indices]
-        return format_checkup(checkup, images, self.task, self.classes, self.multi_label, self.modality,
-                              self.none_answer)
+        example = format_checkup(checkup, images, self.task, self.classes, self.multi_label, self.modality,
+                                 self.none_answer)
+        if self.decode_long_side is None:  # the images are the stored JPEGs decoded as they are
+            example.image_bytes = [sample.images[i] for i in indices[: len(example.images)]]
+        return example
 
     def __call__(self, sample: ShardSample, is_padding: bool):
         example = self.example(sample, is_padding)

@@ -57,6 +57,8 @@ class Example:
         demo_messages: Leading messages that are few-shot demonstrations (0 without).
         demo_images: Leading images that belong to those demonstrations.
         dropped_before: Samples the stream dropped since the previous example (set by the stream).
+        image_bytes: The shard's stored JPEG of each of `images`, when they are those bytes decoded as
+            they are (no decode-time resize): endpoint evaluation can send them verbatim. None otherwise.
     """
 
     key: str
@@ -70,6 +72,7 @@ class Example:
     demo_messages: int = 0
     demo_images: int = 0
     dropped_before: int = 0
+    image_bytes: list[bytes] | None = None
 
 
 def task_variant(task: str, multi_label: bool) -> str:
@@ -209,6 +212,8 @@ def with_demonstrations(example: Example, demonstrations: list[Example]) -> Exam
     """Few-shot: the demonstrations' question/answer turns, then the example's own (images in order)."""
     messages = [m for demo in demonstrations for m in demo.messages] + example.messages
     images = [image for demo in demonstrations for image in demo.images] + example.images
+    stored = [e.image_bytes for e in [*demonstrations, example]]
     return Example(example.key, example.task, messages, images, example.target, example.labels,
                    example.is_padding, example.thumbnail, demo_messages=len(messages) - len(example.messages),
-                   demo_images=len(images) - len(example.images))
+                   demo_images=len(images) - len(example.images),
+                   image_bytes=None if None in stored else [data for part in stored for data in part])

@@ -30,7 +30,12 @@ from dentvlm.predictions import Prediction
 
 
 class Asker:
-    """Example -> (answer, prompt text): images at the configured resolution, turns as OpenAI messages."""
+    """Example -> (answer, prompt text): images at the configured resolution, turns as OpenAI messages.
+
+    At the stored resolution, a PNG holds exactly the pixels training decodes from the shards, and a
+    JPEG is the shard's own stored JPEG, sent verbatim (`Example.image_bytes`): never encoded a second
+    time, so `dentvlm serve`, which keeps such a JPEG's coded data, ends with the shard's very pixels.
+    """
 
     def __init__(self, client: EndpointClient, encoder, settings: EndpointSettings):
         self.client, self.encoder, self.settings = client, encoder, settings
@@ -40,10 +45,17 @@ class Asker:
     def __call__(self, example: Example) -> tuple[Completion, str]:
         question = example.messages[:-1]  # the last turn is the reference answer
         with self.tokenizer_lock:
-            images = self.encoder.sized(example)[0] if self.settings.resolution == "model" else example.images
+            images = self.encoder.sized(example)[0] if self.settings.resolution == "model" else self.stored(example)
             prompt = self.prompt_text(question)
         messages = to_openai_messages(question, images, self.settings.image_format, self.settings.jpeg_quality)
         return self.client.complete(messages), prompt
+
+    def stored(self, example: Example) -> list:
+        """The example's images as stored: its shard JPEGs' bytes when JPEG is asked for and they are
+        known (no decode-time resize), else the decoded images."""
+        if self.settings.image_format == "jpeg" and example.image_bytes is not None:
+            return list(example.image_bytes)
+        return example.images
 
     def prompt_text(self, turns: list[dict]) -> str:
         """The prompt as the local model's results show it (its tokens decoded, special tokens dropped)."""

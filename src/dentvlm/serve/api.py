@@ -15,9 +15,17 @@ import litserve as ls
 from fastapi import BackgroundTasks, Header, HTTPException
 from fastapi.responses import JSONResponse
 from litserve.specs.openai import ChatCompletionRequest, OpenAISpec
+from pydantic import ConfigDict
 
 from dentvlm.openai_chat import BadChatRequest
 from dentvlm.serve.requests import RequestReader, ServingLimits
+
+
+class DentChatRequest(ChatCompletionRequest):
+    """LitServe's request model, keeping the fields it does not declare (``logit_bias``, ``seed``,
+    ``logprobs`` ...) so that the reader refuses them instead of pydantic dropping them unseen."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class CheckedOpenAISpec(OpenAISpec):
@@ -40,7 +48,7 @@ class CheckedOpenAISpec(OpenAISpec):
             self._reader = self.reader_factory()
         return self._reader
 
-    async def chat_completion(self, request: ChatCompletionRequest, background_tasks: BackgroundTasks):
+    async def chat_completion(self, request: DentChatRequest, background_tasks: BackgroundTasks):
         try:  # decoding images and counting tokens: off the event loop
             await asyncio.to_thread(self.reader.check, request)
         except BadChatRequest as exc:  # the OpenAI API's error shape, which its clients show

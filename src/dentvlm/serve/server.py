@@ -42,9 +42,9 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
           max_batch_size: int = 8, batch_timeout: float = 0.05, max_new_tokens: int = 1024,
           max_tokens: int | None = None, temperature: float = 0.0, max_images: int = 32,
           max_image_bytes: int = 20_000_000, max_image_pixels: int = 40_000_000,
-          max_request_bytes: int = 200_000_000, cutoff_len: int = 4096, min_pixels: int | None = None,
-          max_pixels: int | None = None, context_len: int | None = None, dtype: str = "auto",
-          accelerator: str = "auto", devices: int | str = "auto", workers_per_device: int = 1,
+          max_request_pixels: int = 128_000_000, max_request_bytes: int = 200_000_000, cutoff_len: int = 4096,
+          min_pixels: int | None = None, max_pixels: int | None = None, context_len: int | None = None,
+          dtype: str = "auto", accelerator: str = "auto", devices: int | str = "auto", workers_per_device: int = 1,
           timeout: float = 300.0, log_level: str = "warning") -> None:
     """See `dentvlm.commands.serve` (the CLI) for the arguments."""
     if host not in HOSTS:
@@ -54,13 +54,16 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the HTTP process is forked after tokenizing
     from dentvlm.checkpointing import DESCRIPTION
     from dentvlm.inference.load import model_folder, read_json
+    from dentvlm.predict.run import training_long_side
 
     digest = api_key_digest(api_key_env)
     if max_tokens is None:  # the training run's generation limit
         hparams = read_json(model_folder(checkpoint) / DESCRIPTION).get("model_hparams", {})
         max_tokens = int(hparams.get("max_new_tokens") or 128)
-    limits = ServingLimits(ImageLimits(max_images, max_image_bytes, max_image_pixels), max_new_tokens,
-                           min(max_tokens, max_new_tokens), temperature)
+    # Requests' images are prepared as the training shards stored theirs (at their long side, else 1024).
+    images = ImageLimits(max_images, max_image_bytes, max_image_pixels, max_request_pixels,
+                         long_side=training_long_side(checkpoint) or 1024)
+    limits = ServingLimits(images, max_new_tokens, min(max_tokens, max_new_tokens), temperature)
     server = build_server(checkpoint, limits, api_key_env, dtype, cutoff_len, min_pixels, max_pixels, context_len,
                           max_batch_size, batch_timeout, accelerator, devices, workers_per_device, timeout,
                           max_request_bytes)
