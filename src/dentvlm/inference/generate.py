@@ -53,9 +53,10 @@ def generation_settings(decoding: Decoding, tokenizer):
 
 
 @torch.no_grad()
-def generate(network: torch.nn.Module, processor, items: list[Encoded], decoding: Decoding, pad_id: int
-             ) -> list[Answer]:
-    """Answers for `items` (evaluation encodings: prompt + empty answer), generated as one batch."""
+def generate(network: torch.nn.Module, processor, items: list[Encoded], decoding: Decoding, pad_id: int,
+             autocast: torch.dtype | None = None) -> list[Answer]:
+    """Answers for `items` (evaluation encodings: prompt + empty answer), generated as one batch, under
+    `autocast` (the training run's mixed precision, `InferenceModel.autocast`) when given."""
     tokenizer = processor.tokenizer
     batch = pad_batch(items, pad_id)
     device = next(network.parameters()).device
@@ -65,7 +66,8 @@ def generate(network: torch.nn.Module, processor, items: list[Encoded], decoding
     # Set on the model rather than passed: transformers fills a passed config's defaults from the
     # model's own generation config (e.g. Qwen's repetition_penalty), which evaluation never used.
     network.generation_config = generation_settings(decoding, tokenizer)
-    output = network.generate(**inputs)
+    with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        output = network.generate(**inputs)
     new = output[:, inputs["input_ids"].shape[1]:].cpu()  # (B, generated), padded after each row's end
     ends_at = torch.tensor(network.generation_config.eos_token_id)  # every end token (see end_token_ids)
     answers = []

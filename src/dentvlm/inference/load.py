@@ -28,6 +28,8 @@ class InferenceModel:
         description: The folder's ``dentvlm.json`` (base model, task, fine-tuning settings), or {}.
         classes: The label vocabulary (``labels.json``), or the default six without one.
         data: The training run's ``data:`` settings (``config.yaml``), or {}.
+        autocast: The dtype the run's mixed precision computed in (bf16-mixed: bfloat16), for generation
+            to compute as `dentvlm test` did; None for full precision.
     """
 
     network: torch.nn.Module
@@ -36,6 +38,7 @@ class InferenceModel:
     description: dict = field(default_factory=dict)
     classes: tuple[str, ...] = DEFAULT_CLASSES
     data: dict = field(default_factory=dict)
+    autocast: torch.dtype | None = None
 
     @property
     def max_new_tokens(self) -> int:
@@ -59,20 +62,27 @@ def model_folder(path: str | Path) -> Path:
     return resolve_model_path(str(given))
 
 
-def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementation: str = "sdpa",
+def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementation: str | None = None,
                        device: str | torch.device = "cpu") -> InferenceModel:
-    """Load `path` (see `model_folder`) on `device`, in eval mode.
+    """Load `path` (see `model_folder`) on `device`, in eval mode, computing as the training run's
+    `dentvlm test` did: its weight dtype (`dtype` auto), its attention implementations
+    (`attn_implementation` None) and its mixed precision (autocast; see `InferenceModel.autocast`).
 
     Raises:
         FileNotFoundError: `path` or a file it needs (the base model of an adapter) is missing.
         ValueError: the folder is incomplete or its adapter does not fit its base model.
     """
     from dentvlm.export import check_checkpoint_folder, load_adapter
-    from dentvlm.model.build import load_vlm
+    from dentvlm.model.build import attention, load_vlm
     from dentvlm.model.fast_paths import apply_fast_paths
 
     folder = model_folder(path)
     description = read_json(folder / DESCRIPTION)
+    run = run_settings(folder, "model")
+    if dtype == "auto" and run.get("dtype") in ("float32", "bfloat16", "float16"):
+        dtype = run["dtype"]
+    if attn_implementation is None:
+        attn_implementation = attention(run.get("attn_implementation") or "sdpa", run.get("vision_attn_implementation"))
     if (folder / "adapter_config.json").is_file():
         description = check_checkpoint_folder(folder)  # every file there and readable
         base = load_vlm(description["base_model"], dtype, attn_implementation)
@@ -84,7 +94,7 @@ def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementatio
     labels = read_json(folder / "labels.json").get("classes") or description.get("classes")
     return InferenceModel(network=network, processor=folder_processor(folder), source=folder,
                           description=description, classes=tuple(labels or DEFAULT_CLASSES),
-                          data=run_data_settings(folder))
+                          data=run_data_settings(folder), autocast=autocast_dtype(run_settings(folder, "trainer")))
 
 
 def folder_processor(folder: Path):
@@ -105,6 +115,11 @@ def context_length(folder: Path) -> int:
 
 def run_data_settings(folder: Path) -> dict:
     """The ``data:`` section of the run config saved with a checkpoint ({} without one)."""
+    return run_settings(folder, "data")
+
+
+def run_settings(folder: Path, section: str) -> dict:
+    """One section (data, model, trainer) of the run config saved with a checkpoint ({} without one)."""
     import yaml
 
     path = folder / "config.yaml"
@@ -114,8 +129,18 @@ def run_data_settings(folder: Path) -> dict:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not readable YAML ({type(exc).__name__})") from None
-    data = config.get("data") if isinstance(config, dict) else None
-    return data if isinstance(data, dict) else {}
+    settings = config.get(section) if isinstance(config, dict) else None
+    return settings if isinstance(settings, dict) else {}
+
+
+# Lightning precision settings that compute under autocast, and the dtype they autocast to.
+MIXED_PRECISION = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16,
+                   "bf16": torch.bfloat16}
+
+
+def autocast_dtype(trainer: dict) -> torch.dtype | None:
+    """The autocast dtype of the run's trainer.precision (None: the weights' own dtype, as 32-true)."""
+    return MIXED_PRECISION.get(str(trainer.get("precision")))
 
 
 def read_json(path: Path) -> dict:
