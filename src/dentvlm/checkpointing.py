@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dentvlm import __version__
+from dentvlm.permissions import follow_umask
 
 DESCRIPTION = "dentvlm.json"
 
@@ -86,6 +87,7 @@ def write_sidecar(trainer: L.Trainer, weights: dict[str, torch.Tensor], out: Pat
         "epoch": trainer.current_epoch,
     }
     (staging / DESCRIPTION).write_text(json.dumps(description, indent=2, default=str) + "\n")
+    follow_umask(staging)  # safetensors writes 0600
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
 

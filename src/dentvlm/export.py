@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from dentvlm.checkpointing import DESCRIPTION, sidecar_dir
+from dentvlm.permissions import follow_umask
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 CARRIED_FILES = ("labels.json", "config.yaml", DESCRIPTION)
@@ -112,6 +113,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
             verify_export(staging, description["base_model"] if adapter and not merge else None)
         if verify and adapter and merge:
             _check_merge(staging, folder, description["base_model"], max_merge_error)
+        follow_umask(staging)  # mkdtemp made it 0700, safetensors writes 0600
         if out.exists():
             out.rmdir()  # empty, checked above
         staging.rename(out)

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from dentvlm.ingest.common import IngestError
+from dentvlm.permissions import follow_umask
 
 MANIFEST = "manifest.json"
 # What `dentvlm shard` writes: `<split>-NNNNNN.tar`. Manifests are untrusted; names outside this
@@ -115,6 +116,7 @@ class BuildFolder:
         built = sorted(p.name for p in self.path.iterdir())
         if MANIFEST not in built:
             raise RuntimeError(f"{self.path}: build has no {MANIFEST}")  # a bug: build_shards writes it
+        follow_umask(self.path)  # mkdtemp made it 0700
         if not self.out.exists():
             os.replace(self.path, self.out)
             return

@@ -64,3 +64,17 @@ def test_every_export_carries_dentvlms_greedy_generation_settings(trained_run, t
     assert set(settings["eos_token_id"]) >= ends and len(ends) == 2
     described = json.loads((trained_run / "checkpoints" / "last" / "dentvlm.json").read_text())
     assert settings["max_new_tokens"] == described["model_hparams"]["max_new_tokens"]
+
+
+@pytest.mark.slow
+def test_exports_and_checkpoint_folders_follow_the_umask(trained_run, tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "merged"
+    main(["export", str(trained_run / "checkpoints" / "last"), str(out), "--merge", "true"])
+    mask = os.umask(0)
+    os.umask(mask)
+    for folder in (out, trained_run / "checkpoints" / "last"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask
+        assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o666 & ~mask}, folder
