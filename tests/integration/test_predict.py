@@ -96,3 +96,18 @@ def test_predict_strict_stops_at_the_first_bad_row(trained_run, clinic, tmp_path
     err = capsys.readouterr().err
     assert "new.jsonl line 1" in err and "corrupt_image" in err
     assert not (tmp_path / "pred").exists()
+
+
+def test_predict_never_deletes_the_source_folder(clinic, tmp_path, capsys, monkeypatch):
+    """--overwrite into the folder that holds the source JSONL and its images: refused, nothing touched
+    (it used to delete the whole folder, source included, and exit 0)."""
+    import dentvlm.inference.load as load
+
+    monkeypatch.setattr(load, "load_for_inference", lambda *a, **k: pytest.fail("refused before loading the model"))
+    release, _ = clinic
+    before = sorted(p.relative_to(release) for p in release.rglob("*"))
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "tiny", str(release / "new.jsonl"), str(release), "--overwrite", "true"])
+    assert info.value.code == 1
+    assert "holds the source or its images" in capsys.readouterr().err
+    assert sorted(p.relative_to(release) for p in release.rglob("*")) == before
