@@ -183,7 +183,7 @@ class Predictor:
             if not encoded:
                 continue
             answers = generate(self.model.network, self.model.processor, encoded, self.decoding,
-                               self.encoder.pad_id)
+                               self.encoder.pad_id, autocast=self.model.autocast)
             for row, answer in zip(rows, answers):
                 if not isinstance(results[row], Refused):
                     results[row][task] = self.parse(task, answer.text)
