@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dentvlm import __version__
+from dentvlm.base_model import identity
 from dentvlm.permissions import follow_umask
 
 DESCRIPTION = "dentvlm.json"
@@ -79,10 +80,14 @@ def write_sidecar(trainer: L.Trainer, weights: dict[str, torch.Tensor], out: Pat
     description = {
         "dentvlm_version": __version__,
         "base_model": str(module.resolved_model_path()),
+        "base_model_identity": identity(module.resolved_model_path()),  # recognises a moved copy
         "finetune": module.hparams.finetune,
         "task": getattr(datamodule, "task", None),
         "classes": classes,
         "model_hparams": dict(module.hparams),
+        # how the training shards stored images: predict and serve prepare new images the same way,
+        # also where the shards are not
+        "shard_images": _shard_image_settings(datamodule),
         "global_step": trainer.global_step,
         "epoch": trainer.current_epoch,
     }
@@ -90,6 +95,11 @@ def write_sidecar(trainer: L.Trainer, weights: dict[str, torch.Tensor], out: Pat
     follow_umask(staging)  # safetensors writes 0600
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
+
+
+def _shard_image_settings(datamodule) -> dict:
+    settings = getattr(datamodule, "manifest", {}).get("settings", {})
+    return {key: settings[key] for key in ("image_long_side", "jpeg_quality") if key in settings}
 
 
 def save_trained_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], out: Path, finetune: str) -> None:

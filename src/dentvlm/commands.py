@@ -127,7 +127,7 @@ def tiny(out: str | None = None, seed: int = 0) -> None:
 
 
 def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto", verify: bool = True,
-           max_merge_error: float = 0.05) -> None:
+           max_merge_error: float = 0.05, base_model: str | None = None) -> None:
     """Export a checkpoint as a peft adapter, or merged into the base model, loadable without dentvlm.
 
     Args:
@@ -140,10 +140,13 @@ def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto", 
             merged model's logits on a few real prompts are compared with the adapter's).
         max_merge_error: Largest share of the fine-tuning's effect on the logits a merged export may lose
             (||merged - adapter|| / ||adapter - base||); more stops the export.
+        base_model: The base model's folder, when it is no longer where the checkpoint recorded it (a
+            moved copy is recognised by its config; a different model is refused).
     """
     from dentvlm.export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, merge=merge, dtype=dtype, verify=verify, max_merge_error=max_merge_error)
+    path = export_checkpoint(checkpoint, out, merge=merge, dtype=dtype, verify=verify, max_merge_error=max_merge_error,
+                             base_model=base_model)
     print(f"dentvlm export: wrote {'merged model' if merge else 'adapter'} to {path}", file=sys.stderr)
 
 
@@ -204,7 +207,8 @@ def predict(checkpoint: str, source: str, out: str, tasks: list[str] | None = No
             batch_size: int = 4, max_new_tokens: int | None = None, multi_label: bool | None = None,
             modality: str | None = None, image_modalities: list[str] | None = None, max_images: int | None = None,
             image_long_side: int | None = None, jpeg_quality: int = 90, max_source_pixels: int = 80_000_000,
-            device: str = "auto", dtype: str = "auto", strict: bool = False, overwrite: bool = False) -> None:
+            device: str = "auto", dtype: str = "auto", strict: bool = False, overwrite: bool = False,
+            base_model: str | None = None) -> None:
     """Answer for new checkups (no diagnosis yet): one JSONL line per checkup, keyed by your checkup_id.
 
     Prompts, classes and image handling follow the checkpoint's training run (its config.yaml and
@@ -233,6 +237,8 @@ def predict(checkpoint: str, source: str, out: str, tasks: list[str] | None = No
         dtype: Weight dtype: auto (as saved), float32, bfloat16 or float16.
         strict: Stop at the first bad row or image instead of skipping and counting it.
         overwrite: Replace the files an earlier `dentvlm predict` wrote to `out` (nothing else in it is touched).
+        base_model: The base model's folder, when it is no longer where the checkpoint recorded it (a
+            moved copy is recognised by its config; a different model is refused).
     """
     from dentvlm.ingest.images import ImagePolicy
     from dentvlm.predict.run import predict_folder, training_long_side
@@ -242,7 +248,7 @@ def predict(checkpoint: str, source: str, out: str, tasks: list[str] | None = No
                  "max_images": max_images}
     summary = predict_folder(checkpoint, source, out, tasks, overrides, image_root,
                              ImagePolicy(long_side, jpeg_quality, max_source_pixels), batch_size, max_new_tokens,
-                             device, dtype, strict, overwrite)
+                             device, dtype, strict, overwrite, base_model)
     checkups, images = summary["checkups"], summary["images"]
     skipped = "; ".join(f"{k}: {v}" for k, v in {**checkups["skipped"], **images["skipped"]}.items())
     print(f"dentvlm predict: {checkups['predicted']} of {checkups['read']} checkups predicted, {images['used']} images "

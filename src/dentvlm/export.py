@@ -67,7 +67,8 @@ def check_checkpoint_folder(folder: Path) -> dict:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = False, dtype: str = "auto",
-                      verify: bool = True, max_merge_error: float = MAX_MERGE_ERROR) -> Path:
+                      verify: bool = True, max_merge_error: float = MAX_MERGE_ERROR, base_model: str | None = None
+                      ) -> Path:
     """Write the adapter (or, with `merge`, the merged model) of `checkpoint` to `out`.
 
     Args:
@@ -77,13 +78,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
             weight arrived, and that a merged model's logits keep the fine-tuning (`max_merge_error`),
             before `out` appears.
         max_merge_error: Largest merge error accepted (`dentvlm.merge_check`).
+        base_model: The base model's folder when it is no longer where the checkpoint recorded it
+            (checked to be the same model; see `dentvlm.base_model`).
 
     Raises:
         ValueError: the export does not load, or a merged export loses more than `max_merge_error`.
     """
     from transformers import AutoProcessor
 
-    from dentvlm.model.build import resolve_model_path
+    from dentvlm.base_model import base_model_folder
 
     folder = checkpoint_folder(checkpoint)
     description = check_checkpoint_folder(folder)
@@ -91,18 +94,19 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not an empty folder; choose a new folder")
     adapter = description["finetune"] == "lora"
-    if adapter and (merge or verify):
-        resolve_model_path(description["base_model"])  # the base model must be there to merge or load onto
+    base = base_model_folder(description, folder, base_model) if adapter and (merge or verify) else None
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.absolute().parent))
     try:
         if adapter and merge:
-            merged = merged_model(folder, description["base_model"], dtype)
+            merged = merged_model(folder, base, dtype)
             merged.save_pretrained(staging)
             del merged
             gc.collect()
         else:
             _copy_trained_files(folder, staging, adapter)
+            if adapter and base is not None:  # where plain peft will look for the base model
+                _point_at_base(staging / "adapter_config.json", base)
         processor = AutoProcessor.from_pretrained(folder)  # loads: checked above
         processor.save_pretrained(staging)
         _generation_settings(description, processor.tokenizer).save_pretrained(staging)
@@ -110,9 +114,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
             if (folder / name).is_file():
                 shutil.copy2(folder / name, staging / name)
         if verify:
-            verify_export(staging, description["base_model"] if adapter and not merge else None)
+            verify_export(staging, base if adapter and not merge else None)
         if verify and adapter and merge:
-            _check_merge(staging, folder, description["base_model"], max_merge_error)
+            _check_merge(staging, folder, base, max_merge_error)
         follow_umask(staging)  # mkdtemp made it 0700, safetensors writes 0600
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -140,6 +144,12 @@ def _check_merge(staging: Path, folder: Path, base_model: str, max_merge_error: 
         raise ValueError(f"export check failed: the merged weights lose {100 * error:.1f}% of what the fine-tuning "
                          f"changes in the logits (over --max_merge_error {max_merge_error}); 16-bit weights round "
                          "away small LoRA updates: export with --dtype float32 (the default), or as an adapter")
+
+
+def _point_at_base(adapter_config: Path, base: str) -> None:
+    config = json.loads(adapter_config.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base
+    adapter_config.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _generation_settings(description: dict, tokenizer):

@@ -59,28 +59,51 @@ def check_before_run(subcommand: str, ckpt_path: str | None, trainer, datamodule
             the manifest lists, or the trainer would evaluate under inference mode with FSDP2.
     """
     _check_inference_mode(trainer)
-    _check_ckpt_path(subcommand, ckpt_path, trainer)
+    checkpoint = _check_ckpt_path(subcommand, ckpt_path, trainer)
     _check_splits(subcommand, trainer, datamodule)
     from dentvlm.model.build import TINY, resolve_model_path
 
     if model.hparams.model_path != TINY:
         resolve_model_path(model.hparams.model_path)
+    if checkpoint is not None:
+        _check_base_model(checkpoint, model.hparams.model_path)
 
 
-def _check_ckpt_path(subcommand: str, ckpt_path: str | None, trainer) -> None:
+def _check_base_model(checkpoint: Path, model_path: str) -> None:
+    """A checkpoint is evaluated or resumed on the base model it was trained on (recognised by its config,
+    wherever it lies; see `dentvlm.base_model`)."""
+    import json
+
+    from dentvlm.base_model import identity
+    from dentvlm.checkpointing import DESCRIPTION, sidecar_dir
+    from dentvlm.model.build import resolve_model_path
+
+    described = sidecar_dir(checkpoint) / DESCRIPTION
+    try:
+        expected = json.loads(described.read_text(encoding="utf-8")).get("base_model_identity")
+    except (OSError, ValueError, AttributeError):
+        return  # no readable description: the weights' own check (missing keys) still applies when loading
+    if expected and identity(resolve_model_path(model_path))["config_sha256"] != expected.get("config_sha256"):
+        raise ValueError(f"model.model_path {model_path!r} is not the base model {checkpoint} was trained on "
+                         f"({described} records a {expected.get('model_type')} model from a folder named "
+                         f"{expected.get('folder_name')!r}); point model.model_path at that model")
+
+
+def _check_ckpt_path(subcommand: str, ckpt_path: str | None, trainer) -> Path | None:
+    """The checkpoint file a command will load (None: none, or one Lightning finds itself)."""
     if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS:
-        return
+        return None
     if ckpt_path == "last":
-        if subcommand == "fit":  # resuming: Lightning starts from scratch (with a warning) when there is none
-            return
         folders = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
-        if not any(next(folder.glob("last*.ckpt"), None) for folder in folders):
+        found = [path for folder in folders for path in sorted(folder.glob("last*.ckpt"))]
+        if not found and subcommand != "fit":  # resuming: Lightning starts afresh (with a warning) without one
             where = ", ".join(map(str, folders)) or "(no checkpoint folder configured)"
             raise FileNotFoundError(f"--ckpt_path last: no last checkpoint in {where}; train first (dentvlm fit) "
                                     "or pass a checkpoint file")
-        return
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
     if not Path(ckpt_path).exists():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint")
+    return Path(ckpt_path)
 
 
 def _check_splits(subcommand: str, trainer, datamodule) -> None:

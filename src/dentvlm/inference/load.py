@@ -30,6 +30,7 @@ class InferenceModel:
         data: The training run's ``data:`` settings (``config.yaml``), or {}.
         autocast: The dtype the run's mixed precision computed in (bf16-mixed: bfloat16), for generation
             to compute as `dentvlm test` did; None for full precision.
+        base: The base model folder an adapter was loaded onto (None: `source` is a whole model).
     """
 
     network: torch.nn.Module
@@ -39,6 +40,14 @@ class InferenceModel:
     classes: tuple[str, ...] = DEFAULT_CLASSES
     data: dict = field(default_factory=dict)
     autocast: torch.dtype | None = None
+    base: str | None = None
+
+    @property
+    def context_len(self) -> int:
+        """The longest sequence the model takes (an adapter's: its base model's)."""
+        from dentvlm.model.build import model_context_length
+
+        return model_context_length(self.base or str(self.source))
 
     @property
     def max_new_tokens(self) -> int:
@@ -63,15 +72,18 @@ def model_folder(path: str | Path) -> Path:
 
 
 def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementation: str | None = None,
-                       device: str | torch.device = "cpu") -> InferenceModel:
+                       device: str | torch.device = "cpu", base_model: str | None = None) -> InferenceModel:
     """Load `path` (see `model_folder`) on `device`, in eval mode, computing as the training run's
     `dentvlm test` did: its weight dtype (`dtype` auto), its attention implementations
     (`attn_implementation` None) and its mixed precision (autocast; see `InferenceModel.autocast`).
+    An adapter's base model is found by `dentvlm.base_model.base_model_folder` (`base_model`: its folder
+    when it moved).
 
     Raises:
         FileNotFoundError: `path` or a file it needs (the base model of an adapter) is missing.
         ValueError: the folder is incomplete or its adapter does not fit its base model.
     """
+    from dentvlm.base_model import base_model_folder
     from dentvlm.export import check_checkpoint_folder, load_adapter
     from dentvlm.model.build import attention, load_vlm
     from dentvlm.model.fast_paths import apply_fast_paths
@@ -85,16 +97,18 @@ def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementatio
         attn_implementation = attention(run.get("attn_implementation") or "sdpa", run.get("vision_attn_implementation"))
     if (folder / "adapter_config.json").is_file():
         description = check_checkpoint_folder(folder)  # every file there and readable
-        base = load_vlm(description["base_model"], dtype, attn_implementation)
-        network = load_adapter(base, folder).get_base_model()  # LoRA layers live inside the base model
+        base = base_model_folder(description, folder, base_model)
+        network = load_adapter(load_vlm(base, dtype, attn_implementation), folder).get_base_model()  # LoRA inside
     else:
+        base = None
         network = load_vlm(str(folder), dtype, attn_implementation)
     apply_fast_paths(network)
     network.to(device).eval()
     labels = read_json(folder / "labels.json").get("classes") or description.get("classes")
     return InferenceModel(network=network, processor=folder_processor(folder), source=folder,
                           description=description, classes=tuple(labels or DEFAULT_CLASSES),
-                          data=run_data_settings(folder), autocast=autocast_dtype(run_settings(folder, "trainer")))
+                          data=run_data_settings(folder), autocast=autocast_dtype(run_settings(folder, "trainer")),
+                          base=base)
 
 
 def folder_processor(folder: Path):
@@ -104,12 +118,13 @@ def folder_processor(folder: Path):
     return AutoProcessor.from_pretrained(folder)
 
 
-def context_length(folder: Path) -> int:
+def context_length(folder: Path, base_model: str | None = None) -> int:
     """The longest sequence the model of `folder` takes (an adapter's: its base model's)."""
+    from dentvlm.base_model import base_model_folder
     from dentvlm.model.build import model_context_length
 
     if (folder / "adapter_config.json").is_file():
-        return model_context_length(read_json(folder / DESCRIPTION).get("base_model", str(folder)))
+        return model_context_length(base_model_folder(read_json(folder / DESCRIPTION), folder, base_model))
     return model_context_length(str(folder))
 
 

@@ -34,7 +34,7 @@ class Prepared:
 
 def predict_folder(checkpoint: str, source: str, out: str, tasks: list[str] | None, overrides: dict,
                    image_root: str | None, policy, batch_size: int, max_new_tokens: int | None, device: str,
-                   dtype: str, strict: bool, overwrite: bool) -> dict:
+                   dtype: str, strict: bool, overwrite: bool, base_model: str | None = None) -> dict:
     """Write ``predictions.jsonl`` and ``summary.json`` to `out` (see `dentvlm.predict.output`); returns the summary."""
     from dentvlm.inference.load import load_for_inference
 
@@ -43,7 +43,7 @@ def predict_folder(checkpoint: str, source: str, out: str, tasks: list[str] | No
     image_folder = Path(image_root) if image_root else (source_path if source_path.is_dir() else source_path.parent)
     check_output_folder(target, overwrite, [source_path, image_folder])
     checkups = read_new_checkups(source_path, Path(image_root) if image_root else None)
-    model = load_for_inference(checkpoint, dtype, device=_device(device))
+    model = load_for_inference(checkpoint, dtype, device=_device(device), base_model=base_model)
     settings = {**DATA_DEFAULTS, **{k: v for k, v in model.data.items() if k in DATA_DEFAULTS},
                 **{k: v for k, v in overrides.items() if v is not None}}
     tasks = list(tasks or [model.description.get("task") or settings["task"]])
@@ -150,7 +150,6 @@ class Predictor:
         from dentvlm.data.collate import ChatEncoder
         from dentvlm.data.tasks import TASKS
         from dentvlm.inference.generate import Decoding
-        from dentvlm.inference.load import context_length
         from dentvlm.labels import LabelParser
 
         bad = [t for t in tasks if t not in TASKS or t == "chat"]
@@ -158,7 +157,7 @@ class Predictor:
             raise ValueError(f"--tasks: {bad} cannot be predicted; choose from classification, report")
         self.model, self.settings, self.tasks = model, settings, tasks
         self.encoder = ChatEncoder(model.processor, settings["cutoff_len"], "error", settings["min_pixels"],
-                                   settings["max_pixels"], settings["context_len"] or context_length(model.source))
+                                   settings["max_pixels"], settings["context_len"] or model.context_len)
         self.decoding = Decoding(max_new_tokens)
         self.parser = LabelParser(model.classes)
         self.labels: Counter = Counter()
@@ -229,12 +228,17 @@ class Predictor:
 
 
 def training_long_side(checkpoint: str) -> int | None:
-    """The image long side of the shards the checkpoint was trained on (its run config's data.shards),
-    or None when they are not readable here."""
-    from dentvlm.inference.load import model_folder, run_data_settings
+    """The image long side of the shards the checkpoint was trained on: recorded in its dentvlm.json, else
+    read from its run config's data.shards; None when neither says."""
+    from dentvlm.checkpointing import DESCRIPTION
+    from dentvlm.inference.load import model_folder, read_json, run_data_settings
     from dentvlm.sharding import load_manifest
 
-    shards = run_data_settings(model_folder(checkpoint)).get("shards")
+    folder = model_folder(checkpoint)
+    recorded = read_json(folder / DESCRIPTION).get("shard_images", {}).get("image_long_side")
+    if isinstance(recorded, int):
+        return recorded
+    shards = run_data_settings(folder).get("shards")
     if not shards:
         return None
     try:
