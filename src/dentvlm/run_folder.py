@@ -167,15 +167,28 @@ def _check_inference_mode(trainer) -> None:
                          "all-gathered); leave it false, dentvlm's default (evaluation still runs without gradients)")
 
 
+def run_config_path(trainer, stage: str) -> Path:
+    """Where a command's resolved config is saved: the training run's beside its logs (config.yaml, as
+    Lightning does), a test's beside its results, a validation's as validate-config.yaml: evaluating a
+    run must not overwrite the config it was trained with."""
+    from dentvlm.evaluation.results import ResultsWriter
+
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    if stage == "test":
+        writer = next((c for c in trainer.callbacks if isinstance(c, ResultsWriter) and c.out_dir), None)
+        return (writer.out_dir if writer else log_dir / "results") / "config.yaml"
+    return log_dir / ("config.yaml" if stage == "fit" else f"{stage}-config.yaml")
+
+
 class FailedRunCleanup:
     """Remembers what exists before a run; `discard()` removes what a run that never finished a batch
     created (call it only on failure)."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer, stage: str):
         self.trainer = trainer
         self.cwd = Path.cwd().resolve()
         self.log_dirs = [Path(d) for d in (_log_dir(logger) for logger in trainer.loggers) if d]
-        self.config_file = Path(trainer.log_dir or trainer.default_root_dir) / "config.yaml"
+        self.config_file = run_config_path(trainer, stage)
         watched = [Path(trainer.default_root_dir), *self.log_dirs, self.config_file,
                    *(Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None))]
         watched += [Path(getattr(logger, "save_dir", None) or ".") / "wandb" for logger in trainer.loggers]

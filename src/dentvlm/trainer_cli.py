@@ -11,7 +11,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from dentvlm.cli_errors import ShortUsageErrors
 from dentvlm.processes import children_die_with_this_process
-from dentvlm.run_folder import FailedRunCleanup, check_before_run, derive_run_paths
+from dentvlm.run_folder import FailedRunCleanup, check_before_run, derive_run_paths, run_config_path
 
 
 # Lightning evaluates under torch.inference_mode() by default; FSDP2's all-gather then fails on a GPU
@@ -33,8 +33,18 @@ class DentArgumentParser(ShortUsageErrors, LightningArgumentParser):
 
 
 class LogConfig(SaveConfigCallback):
-    """Saves the resolved config beside the run (Lightning's behaviour) and logs it to every logger
-    (W&B shows it as the run config)."""
+    """Saves the resolved config (a training run's beside its logs, as Lightning does; a test's beside its
+    results: see `dentvlm.run_folder.run_config_path`) and logs it to every logger (W&B shows it as the
+    run config)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" and not self.already_saved:
+            self.save_to_log_dir = False  # Lightning's place is the training config's
+            if trainer.is_global_zero:
+                path = run_config_path(trainer, stage)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         config = self.config.as_dict()
@@ -88,7 +98,7 @@ class DentCLI(LightningCLI):
                          self.datamodule, self.model)
 
     def _run_subcommand(self, subcommand: str) -> None:
-        cleanup = FailedRunCleanup(self.trainer)
+        cleanup = FailedRunCleanup(self.trainer, subcommand)
         try:
             endpoint = self._endpoint(subcommand)
             if endpoint is None:

@@ -49,9 +49,14 @@ def test_default_root_dir_moves_everything_and_progress_is_plain_lines(tmp_path)
     assert any("test done" in line for line in test.stdout.splitlines())
     written = files(run)
     for expected in ("checkpoints/last.ckpt", "checkpoints/last/adapter_model.safetensors", "config.yaml",
-                     "csv/version_0/metrics.csv", "results/metrics.json", "results/report.md"):
+                     "csv/version_0/metrics.csv", "results/metrics.json", "results/report.md", "results/config.yaml"):
         assert expected in written, (expected, written)
     assert any(name.startswith("wandb/offline-run-") for name in written)
+    # the test's resolved config lies beside its results; the training config stays as fit saved it
+    import yaml
+
+    trained, tested = (yaml.safe_load((run / name).read_text()) for name in ("config.yaml", "results/config.yaml"))
+    assert trained["results"]["bootstrap"] == 1000 and tested["results"]["bootstrap"] == 0
     assert files(cwd) == []  # nothing in the working directory: no runs/tiny, results/tiny, lightning_logs
 
 

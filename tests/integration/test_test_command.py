@@ -31,7 +31,7 @@ def test_results_folder_with_baselines(trained_run, tmp_path):
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * 2 * 60
     assert set(rows[0]) == {"variant", "key", "task", "prompt", "reference", "generated", "true_labels",
-                            "parsed_labels"}
+                            "parsed_labels", "negated_labels", "uncertain_labels"}
     few_shot = next(r for r in rows if r["variant"] == "base_few_shot" and r["task"] == "classification")
     zero_shot = next(r for r in rows if r["variant"] == "base" and r["key"] == few_shot["key"]
                      and r["task"] == "classification")
