@@ -232,7 +232,11 @@ def load_manifest(shard_dir: Path) -> dict:
     """
     path = Path(shard_dir) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{shard_dir}: no {MANIFEST}; build shards with `dentvlm shard` first")
+        folder = Path(shard_dir)
+        state = "exists but holds no" if folder.is_dir() else "does not exist, so no"
+        relative = "" if folder.is_absolute() else f" (relative paths are read from the current folder, {Path.cwd()})"
+        raise FileNotFoundError(f"{shard_dir}: the folder {folder.absolute()} {state} {MANIFEST}{relative}; build "
+                                "shards with `dentvlm shard` first")
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

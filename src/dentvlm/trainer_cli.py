@@ -158,12 +158,37 @@ def with_environment_overrides(argv: list[str], environ: dict[str, str]) -> list
     return argv[:position] + overrides + argv[position:]
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Name the file of a YAML syntax error (jsonargparse says only "<unicode string>").
+
+    Raises:
+        ValueError: a --config file that exists is not valid YAML (file, line and column named).
+    """
+    import yaml
+
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    for path in paths:
+        if not os.path.isfile(path):
+            continue  # jsonargparse names a missing file itself
+        try:
+            yaml.safe_load(open(path, encoding="utf-8").read())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text, so not a config file") from None
+
+
 def run_trainer_command(argv: list[str] | None) -> DentCLI:
     """Lightning's subcommands; `argv` None reads sys.argv (as a console script)."""
     from dentvlm.data.datamodule import DentDataModule
     from dentvlm.model.module import DentVLM
 
     children_die_with_this_process()  # DataLoader workers must not outlive a killed run
+    check_config_files(sys.argv[1:] if argv is None else argv)
     if argv is None:  # a console script: LightningCLI reads sys.argv itself (and warns if given both)
         sys.argv[1:] = with_environment_overrides(sys.argv[1:], dict(os.environ))
     else:

@@ -144,7 +144,11 @@ def test_missing_checkpoint_fails_before_the_model_is_built(capsys, tmp_path, mo
 def test_missing_or_old_shards_fail_before_the_model_is_built(capsys, tmp_path, monkeypatch, no_model_build):
     monkeypatch.chdir(tmp_path)
     line = refusal(capsys, ["fit", "--config", TINY, "--data.shards", str(tmp_path / "none")])
-    assert "none: no manifest.json" in line
+    assert f"the folder {tmp_path / 'none'} does not exist, so no manifest.json" in line
+    (tmp_path / "empty").mkdir()
+    line = refusal(capsys, ["fit", "--config", TINY, "--data.shards", "empty"])  # relative: from the current folder
+    assert f"the folder {tmp_path / 'empty'} exists but holds no manifest.json" in line
+    assert f"relative paths are read from the current folder, {tmp_path}" in line
     old = tmp_path / "old"
     old.mkdir()
     manifest = json.loads((DEMO_SHARDS / "manifest.json").read_text())
@@ -238,3 +242,10 @@ def test_fsdp2_runs_evaluate_without_inference_mode(capsys, tmp_path, monkeypatc
                        "  inference_mode: true\n")
     line = refusal(capsys, ["test", "--config", TINY, "--config", str(overlay)])
     assert "trainer.inference_mode: true fails under FSDP2" in line
+
+
+def test_a_yaml_syntax_error_names_its_file_and_line(capsys, tmp_path):
+    bad = tmp_path / "overlay.yaml"
+    bad.write_text("model:\n  lora_rank: [1, 2\n")
+    line = refusal(capsys, ["fit", "--config", TINY, "--config", str(bad)])
+    assert f"{bad} line 3, column 1: not valid YAML" in line

@@ -86,7 +86,7 @@ def test_bad_settings_are_named():
         DentDataModule(task="segmentation")
     with pytest.raises(ValueError, match="data.modality"):
         DentDataModule(modality="smell")
-    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+    with pytest.raises(FileNotFoundError, match="does not exist, so no manifest.json"):
         _ = DentDataModule(shards="/nonexistent").manifest
 
 
