@@ -73,3 +73,16 @@ def test_grayscale_stays_grayscale(tmp_path):
     path = tmp_path / "xray.png"
     Image.new("L", (300, 150), 128).save(path)
     assert Image.open(io.BytesIO(prepare_image(path, ImagePolicy(long_side=100)))).mode == "L"
+
+
+@pytest.mark.parametrize("data", [b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 64,
+                                  b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+def test_a_corrupt_image_message_names_the_file_not_a_buffer(tmp_path, data):
+    """Pillow's messages carry the repr of the in-memory buffer (<_io.BytesIO object at 0x...>)."""
+    from dentvlm.ingest.images import ImagePolicy, ImageRejected, prepare_image
+
+    path = tmp_path / "photo-17.jpg"
+    path.write_bytes(data)
+    with pytest.raises(ImageRejected) as info:
+        prepare_image(path, ImagePolicy())
+    assert str(info.value).startswith(f"{path}: ") and "BytesIO" not in str(info.value) and "0x" not in str(info.value)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,7 @@ def prepare_image_bytes(data: bytes, policy: ImagePolicy, where: str) -> bytes:
     except UnsupportedMode as exc:
         raise ImageRejected(UNSUPPORTED, f"{where}: {exc}") from None
     except (OSError, ValueError) as exc:  # PIL reports truncated or broken pixel data at load time
-        raise ImageRejected(TRUNCATED, f"{where}: image data is truncated or corrupt ({exc})") from None
+        raise ImageRejected(TRUNCATED, f"{where}: image data is truncated or corrupt ({_without_buffer(exc)})") from None
     finally:
         image.close()
 
@@ -248,14 +249,21 @@ def prepare_images(job: tuple[list[Path], ImagePolicy]) -> list[bytes | tuple[st
     return results
 
 
+def _without_buffer(exc: Exception) -> str:
+    """`exc`'s message without a ``<_io.BytesIO object at 0x...>`` repr, which names nothing a user has."""
+    return re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)).strip() or type(exc).__name__
+
+
 def open_bounded(data: bytes, max_pixels: int, where: str) -> Image.Image:
     """Open (without decoding) an image and check its declared size against `max_pixels`."""
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageRejected(BOMB, f"{where}: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageRejected(CORRUPT, f"{where}: not a readable image ({exc})") from None
+    except UnidentifiedImageError:  # Pillow's message is the repr of our in-memory buffer
+        raise ImageRejected(CORRUPT, f"{where}: not a readable image (no known image format)") from None
+    except (OSError, ValueError) as exc:
+        raise ImageRejected(CORRUPT, f"{where}: not a readable image ({_without_buffer(exc)})") from None
     width, height = image.size
     if width < 1 or height < 1:
         image.close()
