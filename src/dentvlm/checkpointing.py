@@ -26,6 +26,17 @@ from dentvlm.permissions import follow_umask
 DESCRIPTION = "dentvlm.json"
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in blocks (a checkpoint may hold gigabytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def sidecar_dir(ckpt_path: str | Path) -> Path:
     path = Path(ckpt_path)
     return path.with_name(path.name.removesuffix(".ckpt"))

@@ -20,7 +20,7 @@ class Prediction:
             (set by the metrics).
         negated_labels: Conditions `generated` negates ("no caries"), any vocabulary (set by the metrics).
         uncertain_labels: Conditions `generated` leaves uncertain ("suspected caries"), any vocabulary.
-        thumbnail: A small JPEG of the first image, for prediction tables (not written to files).
+        thumbnail: A small JPEG strip of the checkup's images, for prediction tables (not written to files).
     """
 
     key: str

@@ -59,7 +59,8 @@ def check_before_run(subcommand: str, ckpt_path: str | None, trainer, datamodule
             the manifest lists, or the trainer would evaluate under inference mode with FSDP2.
     """
     _check_inference_mode(trainer)
-    checkpoint = _check_ckpt_path(subcommand, ckpt_path, trainer)
+    _check_ckpt_path(subcommand, ckpt_path, trainer)
+    checkpoint = resolved_checkpoint(ckpt_path, trainer)
     _check_splits(subcommand, trainer, datamodule)
     from dentvlm.model.build import TINY, resolve_model_path
 
@@ -89,21 +90,32 @@ def _check_base_model(checkpoint: Path, model_path: str) -> None:
                          f"{expected.get('folder_name')!r}); point model.model_path at that model")
 
 
-def _check_ckpt_path(subcommand: str, ckpt_path: str | None, trainer) -> Path | None:
-    """The checkpoint file a command will load (None: none, or one Lightning finds itself)."""
+def resolved_checkpoint(ckpt_path: str | None, trainer) -> Path | None:
+    """The checkpoint file `--ckpt_path` names (``last``: the newest last*.ckpt of the run's checkpoint
+    folders), or None (none, none there yet, or one Lightning finds itself such as ``best``)."""
     if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS:
         return None
+    if ckpt_path != "last":
+        return Path(ckpt_path) if Path(ckpt_path).exists() else None
+    found = [path for folder in _checkpoint_folders(trainer) for path in sorted(folder.glob("last*.ckpt"))]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _checkpoint_folders(trainer) -> list[Path]:
+    return [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+
+
+def _check_ckpt_path(subcommand: str, ckpt_path: str | None, trainer) -> None:
+    if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS:
+        return
     if ckpt_path == "last":
-        folders = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
-        found = [path for folder in folders for path in sorted(folder.glob("last*.ckpt"))]
-        if not found and subcommand != "fit":  # resuming: Lightning starts afresh (with a warning) without one
-            where = ", ".join(map(str, folders)) or "(no checkpoint folder configured)"
+        if resolved_checkpoint(ckpt_path, trainer) is None and subcommand != "fit":  # fit: starts afresh
+            where = ", ".join(map(str, _checkpoint_folders(trainer))) or "(no checkpoint folder configured)"
             raise FileNotFoundError(f"--ckpt_path last: no last checkpoint in {where}; train first (dentvlm fit) "
                                     "or pass a checkpoint file")
-        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+        return
     if not Path(ckpt_path).exists():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint")
-    return Path(ckpt_path)
 
 
 def _check_splits(subcommand: str, trainer, datamodule) -> None:

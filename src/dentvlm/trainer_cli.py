@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from dentvlm.cli_errors import ShortUsageErrors
 from dentvlm.processes import children_die_with_this_process
-from dentvlm.run_folder import FailedRunCleanup, check_before_run, derive_run_paths, run_config_path
+from dentvlm.run_folder import (
+    FailedRunCleanup,
+    check_before_run,
+    derive_run_paths,
+    resolved_checkpoint,
+    run_config_path,
+)
 
 
 # Lightning evaluates under torch.inference_mode() by default; FSDP2's all-gather then fails on a GPU
@@ -92,6 +99,9 @@ class DentCLI(LightningCLI):
         generate with the training run's settings. dentvlm keeps what the config and flags say; a
         checkpoint made with other fine-tuning settings is refused when loading (missing weights)."""
 
+    def before_instantiate_classes(self) -> None:
+        keep_wandb_files_in(Path(self.config[self.subcommand]["trainer"].get("default_root_dir") or "."))
+
     def after_instantiate_classes(self) -> None:
         # Before the model is built or a logger writes anything.
         check_before_run(self.subcommand, self.config[self.subcommand].get("ckpt_path"), self.trainer,
@@ -101,6 +111,8 @@ class DentCLI(LightningCLI):
         cleanup = FailedRunCleanup(self.trainer, subcommand)
         try:
             endpoint = self._endpoint(subcommand)
+            if subcommand in ("validate", "test"):  # dentvlm prints its own tables (per variant, one unit)
+                self.config_init[subcommand]["verbose"] = False
             if endpoint is None:
                 super()._run_subcommand(subcommand)
             else:
@@ -108,6 +120,7 @@ class DentCLI(LightningCLI):
 
                 evaluate_endpoint(self.trainer, self.datamodule, self._results_writer(), endpoint,
                                   self.model.hparams.max_new_tokens)
+                self._print_results()
         except BaseException:
             cleanup.discard()
             raise
@@ -131,13 +144,34 @@ class DentCLI(LightningCLI):
     def before_test(self) -> None:
         from dentvlm.evaluation.runner import first_variant_name
 
-        self._results_writer().variant = first_variant_name(self.config_init[self.subcommand].get("ckpt_path"))
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        self.model.variant = first_variant_name(ckpt_path)
+        self.model.evaluated_checkpoint = resolved_checkpoint(ckpt_path, self.trainer)
 
     def after_test(self) -> None:
         from dentvlm.evaluation.runner import run_baselines
 
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         run_baselines(self.trainer, self.model, self.datamodule, self._results_writer(), ckpt_path)
+        self._print_results()
+
+    def _print_results(self) -> None:
+        if self.trainer.is_global_zero:
+            print(self._results_writer().summary(), flush=True)
+
+
+# W&B's own places outside a run folder (artifact staging for tables and media, its caches), unless the
+# user chose them before dentvlm started.
+WANDB_PLACES = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache", "WANDB_ARTIFACT_DIR": "artifacts"}
+USER_WANDB_PLACES = {name for name in WANDB_PLACES if name in os.environ}
+
+
+def keep_wandb_files_in(root: Path) -> None:
+    """Point W&B's staging and cache folders into `<root>/wandb/` (they default to ~/.local/share/wandb
+    and ~/.cache/wandb): a run's tables and media stay with the run, and go when it is deleted."""
+    for name, folder in WANDB_PLACES.items():
+        if name not in USER_WANDB_PLACES:
+            os.environ[name] = str((root / "wandb" / folder).absolute())
 
 
 def with_environment_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:

@@ -6,19 +6,18 @@ Every `__init__` argument is a YAML key under ``data:`` in the configs.
 from __future__ import annotations
 
 import functools
-import io
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
-from PIL import Image
 from torch.utils.data import DataLoader
 
 from dentvlm.data.collate import BatchCollator, ChatEncoder, Encoded
 from dentvlm.data.rope import knows_rope_of
 from dentvlm.data.shards import ShardSample, decode_image, iter_shard
 from dentvlm.data.stream import CheckupStream, ShardRef
+from dentvlm.data.thumbnails import thumbnail_strip
 from dentvlm.data.tasks import (
     MODALITIES,
     NONE_ANSWER,
@@ -46,17 +45,6 @@ class HasTask:
         return self.variant in sample.checkup.tasks(self.classes)
 
 
-THUMBNAIL_SIDE = 96
-
-
-def thumbnail(image: Image.Image) -> bytes:
-    small = image.copy()
-    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-    out = io.BytesIO()
-    small.save(out, "JPEG", quality=80)
-    return out.getvalue()
-
-
 class ExampleMaker:
     """Picklable: shard sample -> formatted example (after any few-shot demonstrations) -> encoded
     example (when an encoder is set)."""
@@ -75,7 +63,7 @@ class ExampleMaker:
         example = self._single(sample)
         example.is_padding = is_padding
         if not self.training:  # only prediction tables show them
-            example.thumbnail = thumbnail(example.images[0]) if example.images else None
+            example.thumbnail = thumbnail_strip(example.images)
         if self.demonstrations:
             example = with_demonstrations(example, [self._single(d) for d in self.demonstrations])
         return example

@@ -53,7 +53,7 @@ class Example:
         labels: True labels in vocabulary order (empty for chat examples without labels).
         is_padding: A repeated sample that only evens out batch counts across ranks; excluded
             from validation loss and metrics.
-        thumbnail: A small JPEG of the first image, for prediction tables.
+        thumbnail: A small JPEG strip of the checkup's images, for prediction tables.
         demo_messages: Leading messages that are few-shot demonstrations (0 without).
         demo_images: Leading images that belong to those demonstrations.
         dropped_before: Samples the stream dropped since the previous example (set by the stream).

@@ -144,6 +144,7 @@ class EndpointModel(L.LightningModule):
     def __init__(self, client: EndpointClient):
         super().__init__()
         self.client = client
+        self.variant = client.settings.name  # its name in the results, the logs and W&B
         self.started = time.monotonic()
 
     def on_test_start(self) -> None:
@@ -191,7 +192,6 @@ def evaluate_endpoint(trainer: L.Trainer, datamodule: DentDataModule, writer, se
     folder = Path(settings.cache_dir) if settings.cache_dir else Path(trainer.default_root_dir) / "endpoint_cache"
     client = EndpointClient(settings, ResponseCache(folder), settings.max_tokens or max_new_tokens)
     data = endpoint_datamodule(datamodule, Asker(client, datamodule.encoder, settings))
-    writer.variant = settings.name
     # The request progress (with its ETA) replaces Lightning's batch progress for this run.
     lines = [c for c in trainer.callbacks if isinstance(c, LineProgress)]
     modes = [c.mode for c in lines]
@@ -200,7 +200,7 @@ def evaluate_endpoint(trainer: L.Trainer, datamodule: DentDataModule, writer, se
     if trainer.progress_bar_callback is not None:
         trainer.progress_bar_callback.disable()
     try:
-        trainer.test(EndpointModel(client), datamodule=data)
+        trainer.test(EndpointModel(client), datamodule=data, verbose=False)
     finally:
         for callback, mode in zip(lines, modes):
             callback.mode = mode

@@ -88,20 +88,19 @@ def _endpoint_table(variants: dict) -> list[str]:
 
 
 def confusion_counts(predictions: list[dict], classes: list[str], multi_label: bool) -> np.ndarray:
-    """Rows: true class; columns: predicted class + a last "none/unparseable" column.
-    Multi-label checkups add one count per (true, predicted) pair."""
-    matrix = np.zeros((len(classes), len(classes) + 1), dtype=int)
+    """Rows: true class (multi-label: + a last "none" row, checkups with none of the classes); columns:
+    predicted class + a last "none/unparseable" column. Multi-label checkups add one count per (true,
+    predicted) pair, so every checkup is counted at least once."""
+    matrix = np.zeros((len(classes) + int(multi_label), len(classes) + 1), dtype=int)
     for p in predictions:
         predicted = p["parsed_labels"] or []
         if not multi_label and len(predicted) != 1:
             predicted = []
-        for truth in p["true_labels"]:
-            row = classes.index(truth)
-            if predicted:
-                for label in predicted:
-                    matrix[row, classes.index(label)] += 1
-            else:
-                matrix[row, -1] += 1
+        columns = [classes.index(label) for label in predicted] or [len(classes)]
+        rows = [classes.index(truth) for truth in p["true_labels"]] or ([len(classes)] if multi_label else [])
+        for row in rows:
+            for column in columns:
+                matrix[row, column] += 1
     return matrix
 
 
@@ -111,10 +110,10 @@ def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.0 * len(classes) + 2))
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.0 * matrix.shape[0] + 2))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes) + 1), classes + ["none /\nunparseable"], rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    ax.set_yticks(range(matrix.shape[0]), classes + ["none"] * (matrix.shape[0] - len(classes)))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for (row, col), count in np.ndenumerate(matrix):

@@ -26,6 +26,7 @@ import torch
 
 from dentvlm.evaluation.bootstrap import classification_intervals, report_intervals
 from dentvlm.evaluation.report import confusion_counts, plot_confusion, plot_per_class_f1, write_report_md
+from dentvlm.evaluation.tables import log_test_variant, wandb_logger
 from dentvlm.metrics.callbacks import ClassificationMetrics, ReportMetrics
 from dentvlm.predictions import Prediction
 
@@ -59,7 +60,8 @@ class ResultsWriter(L.Callback):
         self.out_dir = Path(out_dir) if out_dir else None
         self.baselines, self.few_shot = list(baselines), few_shot
         self.bootstrap, self.seed, self.keep_variants = bootstrap, seed, keep_variants
-        self.variant = "model"
+        self.evaluated: list[str] = []  # the variants this run evaluated, in order
+        self.results: dict = {}  # the metrics.json content last written
         self.variants: dict[str, dict] = {}
         self._predictions: list[Prediction] = []
 
@@ -79,7 +81,7 @@ class ResultsWriter(L.Callback):
         datamodule = trainer.datamodule
         entry: dict = {"predictions": predictions}
         details = getattr(pl_module, "variant_details", None)
-        if callable(details):  # e.g. an endpoint's requests, tokens and cost
+        if callable(details):  # what was scored: a checkpoint and its base model, an endpoint's requests and cost
             entry["details"] = details()
         for callback in trainer.callbacks:
             if isinstance(callback, (ClassificationMetrics, ReportMetrics)) and "test" in callback.results:
@@ -90,8 +92,15 @@ class ResultsWriter(L.Callback):
                 entry[callback.task] = metrics
         if not self.variants and self.keep_variants:
             self.variants = earlier_variants(self.out_dir, self.settings(datamodule))
-        self.variants[self.variant] = entry
+        name = getattr(pl_module, "variant", None) or "model"
+        self.variants[name] = entry
+        self.evaluated = [*(n for n in self.evaluated if n != name), name]
         self.write(datamodule)
+        logger = wandb_logger(trainer)
+        if logger is not None:
+            plots = {f"test/{name}/classification/confusion_matrix": self.out_dir / f"confusion_{name}.png",
+                     "test/classification/per_class_f1": self.out_dir / "per_class_f1.png"}
+            log_test_variant(logger, name, predictions, plots, trainer.global_step)
 
     def _gather(self, trainer: L.Trainer) -> list[Prediction]:
         if trainer.world_size == 1 or not torch.distributed.is_initialized():
@@ -131,6 +140,7 @@ class ResultsWriter(L.Callback):
                          for name, entry in self.variants.items()},
         }
         (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        self.results = results
         with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
             for name, entry in self.variants.items():
                 for prediction in entry["predictions"]:
@@ -145,6 +155,13 @@ class ResultsWriter(L.Callback):
                 per_class[name] = entry["classification"]["per_class_f1"]
         if per_class:
             plot_per_class_f1(out / "per_class_f1.png", per_class, classes, "classification: per-class F1")
+
+
+    def summary(self) -> str:
+        """The terminal tables of the variants this run evaluated (see `dentvlm.evaluation.summary`)."""
+        from dentvlm.evaluation.summary import terminal_summary
+
+        return terminal_summary(self.results, self.evaluated, self.out_dir) if self.results else ""
 
 
 def earlier_variants(out_dir: Path, settings: dict) -> dict[str, dict]:

@@ -25,7 +25,7 @@ def run_baselines(trainer: L.Trainer, model: L.LightningModule, datamodule, writ
         for name in wanted:
             model.use_adapter = False
             datamodule.few_shot = writer.few_shot if name == "base_few_shot" else 0
-            writer.variant = name
-            trainer.test(model, datamodule=datamodule)
+            model.variant = name
+            trainer.test(model, datamodule=datamodule, verbose=False)
     finally:
         model.use_adapter, datamodule.few_shot = True, few_shot

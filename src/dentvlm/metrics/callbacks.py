@@ -20,6 +20,13 @@ from dentvlm.predictions import Prediction
 STAGES = ("val", "test")
 
 
+def metric_name(stage: str, task: str, name: str, variant: str | None = None) -> str:
+    """``<stage>/<task>/<name>``; in a test, ``test/<variant>/<task>/<name>``: `dentvlm test` evaluates the
+    fine-tuned model, the baselines and endpoints in one run, and each must keep its own numbers in W&B's
+    summary and the CSV (under one name, the last variant logged would stand for all)."""
+    return "/".join([stage, *([variant] if stage == "test" and variant else []), task, name])
+
+
 class TaskMetrics(L.Callback):
     """Shared plumbing: per-stage scores, batch updates from step outputs, epoch-end logging."""
 
@@ -59,9 +66,11 @@ class TaskMetrics(L.Callback):
         results = self.scores[stage].compute()  # synced over processes by torchmetrics
         self.scores[stage].reset()
         self.results[stage] = results
+        variant = getattr(pl_module, "variant", None)
         for name, value in results.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                pl_module.log(f"{stage}/{self.task}/{name}", float(value), sync_dist=False, rank_zero_only=False)
+                pl_module.log(metric_name(stage, self.task, name, variant), float(value), sync_dist=False,
+                              rank_zero_only=False)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._batch_end("val", outputs)

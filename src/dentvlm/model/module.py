@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from pathlib import Path
 
 import lightning as L
 import torch
 
 from dentvlm.data.vision_plan import VisionGeometry, vision_geometry
+from dentvlm.metrics.callbacks import metric_name
 from dentvlm.metrics.loss import TokenMeanLoss
 from dentvlm.model.build import (
     DTYPES,
@@ -127,6 +129,10 @@ class DentVLM(L.LightningModule):
         self.eval_loss = torch.nn.ModuleDict()
         # False evaluates the base model: LoRA layers and modules_to_save copies switched off.
         self.use_adapter = True
+        # What `dentvlm test` is evaluating: its name in the results, logs and W&B (fine-tuned, base,
+        # base_few_shot), and the checkpoint file it loaded (recorded with its SHA-256).
+        self.variant: str | None = None
+        self.evaluated_checkpoint = None
         self.step_loss = StepLoss()
         self.skipped_steps = 0
 
@@ -212,6 +218,19 @@ class DentVLM(L.LightningModule):
 
     def resolved_model_path(self):
         return resolve_model_path(self.hparams.model_path)
+
+    def variant_details(self) -> dict:
+        """What the evaluated variant is: its base model (folder and identity) and, with the adapter on,
+        the checkpoint file (path and SHA-256), so a results folder says exactly what it scored."""
+        from dentvlm.base_model import identity
+        from dentvlm.checkpointing import file_sha256
+
+        base = self.resolved_model_path()
+        details = {"base_model": str(base), "base_model_identity": identity(base)}
+        if self.use_adapter and self.evaluated_checkpoint is not None:
+            path = Path(self.evaluated_checkpoint).resolve()
+            details["checkpoint"] = {"path": str(path), "sha256": file_sha256(path)}
+        return details
 
     def _uses_fsdp(self) -> bool:
         from lightning.pytorch.strategies import ModelParallelStrategy
@@ -323,7 +342,7 @@ class DentVLM(L.LightningModule):
         # label tokens and a zero loss): under FSDP2 a skipped forward would hang the other ranks.
         task = batch["meta"][0]["task"]
         loss, tokens = self.loss_terms(batch)
-        name = f"{stage}/{task}/loss"
+        name = metric_name(stage, task, "loss", self.variant)
         metric, attribute = self._loss_metric(name)
         metric.update(loss, tokens)
         self.log(name, metric, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False,
