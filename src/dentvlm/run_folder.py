@@ -12,6 +12,7 @@ fail before anything is built or written, and no leftovers from a run that faile
 
 from __future__ import annotations
 
+import os
 import pydoc
 import shutil
 from pathlib import Path
@@ -48,6 +49,20 @@ def derive_run_paths(config) -> None:
 
 def _init_args(entry):
     return entry.get("init_args") if hasattr(entry, "get") and "class_path" in entry else None
+
+
+# W&B's own places outside a run folder (artifact staging for tables and media, its caches), unless the
+# user chose them before dentvlm started.
+WANDB_PLACES = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache", "WANDB_ARTIFACT_DIR": "artifacts"}
+USER_WANDB_PLACES = {name for name in WANDB_PLACES if name in os.environ}
+
+
+def keep_wandb_files_in(root: Path) -> None:
+    """Point W&B's staging and cache folders into `<root>/wandb/` (they default to ~/.local/share/wandb
+    and ~/.cache/wandb): a run's tables and media stay with the run, and go when it is deleted."""
+    for name, folder in WANDB_PLACES.items():
+        if name not in USER_WANDB_PLACES:
+            os.environ[name] = str((root / "wandb" / folder).absolute())
 
 
 def check_before_run(subcommand: str, ckpt_path: str | None, trainer, datamodule, model) -> None:
@@ -203,7 +218,9 @@ class FailedRunCleanup:
         self.config_file = run_config_path(trainer, stage)
         watched = [Path(trainer.default_root_dir), *self.log_dirs, self.config_file,
                    *(Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None))]
-        watched += [Path(getattr(logger, "save_dir", None) or ".") / "wandb" for logger in trainer.loggers]
+        wandb_dirs = [Path(getattr(logger, "save_dir", None) or ".") / "wandb" for logger in trainer.loggers]
+        self.wandb_places = [folder / place for folder in wandb_dirs for place in WANDB_PLACES.values()]
+        watched += wandb_dirs + self.wandb_places
         self.existed = {p.resolve() for path in watched for p in (path, *path.parents) if p.exists()}
 
     def ran_a_batch(self) -> bool:
@@ -221,6 +238,7 @@ class FailedRunCleanup:
 
     def _discard(self) -> None:
         removed = [self._discard_wandb(logger) for logger in self.trainer.loggers]
+        removed += [path for path in self.wandb_places if self._remove_new(path)]
         removed += [path for path in self.log_dirs if self._remove_new(path)]
         removed += [self.config_file] if self._remove_new(self.config_file) else []
         removed += [Path(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]

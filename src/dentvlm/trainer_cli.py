@@ -12,10 +12,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from dentvlm.cli_errors import ShortUsageErrors
 from dentvlm.processes import children_die_with_this_process
+from dentvlm.quiet import quiet_wandb_loggers, silence_library_noise
 from dentvlm.run_folder import (
     FailedRunCleanup,
     check_before_run,
     derive_run_paths,
+    keep_wandb_files_in,
     resolved_checkpoint,
     run_config_path,
 )
@@ -27,10 +29,33 @@ from dentvlm.run_folder import (
 TRAINER_DEFAULTS = {"inference_mode": False}
 
 
+def trainer_defaults() -> dict:
+    """dentvlm's trainer defaults: no inference mode (above), its own progress bar and end-of-fit summary
+    (appended to the config's callbacks), and no model summary table (dentvlm prints its parameter counts)."""
+    from dentvlm.fit_summary import FitSummary
+    from dentvlm.progress_bar import DentProgressBar
+
+    return {**TRAINER_DEFAULTS, "enable_model_summary": False, "callbacks": [DentProgressBar(), FitSummary()]}
+
+
 class DentArgumentParser(ShortUsageErrors, LightningArgumentParser):
     """Lightning's parser with short usage errors, "did you mean" for misspelled keys, and output
     folders derived from trainer.default_root_dir before the config is validated (a CSVLogger
     requires its save_dir)."""
+
+    def format_help(self) -> str:
+        """dentvlm's own options first (model, data, then the evaluation and progress sections), Lightning's
+        trainer options after them, and a one-line usage: Lightning's order put them past line 500."""
+        groups = self._action_groups
+        ours = [g for g in groups if getattr(g, "dest", None)]
+        first = sorted(ours, key=lambda g: (g.dest not in ("model", "data"), groups.index(g)))
+        self._action_groups = [g for g in groups if g.title in ("positional arguments", "options")] + first + \
+            [g for g in groups if g not in first and g.title not in ("positional arguments", "options")]
+        usage, self.usage = self.usage, f"{self.prog} [--config FILE] [--print_config] [--<section>.<key> VALUE ...]"
+        try:
+            return super().format_help()
+        finally:
+            self._action_groups, self.usage = groups, usage
 
     def validate(self, namespace, *args, **kwargs) -> None:
         for config in [namespace, *(namespace.get(name) for name in ("fit", "validate", "test"))]:
@@ -103,7 +128,8 @@ class DentCLI(LightningCLI):
         keep_wandb_files_in(Path(self.config[self.subcommand]["trainer"].get("default_root_dir") or "."))
 
     def after_instantiate_classes(self) -> None:
-        # Before the model is built or a logger writes anything.
+        quiet_wandb_loggers(self.trainer.loggers)
+        # Before the model is built or a logger writes anything:
         check_before_run(self.subcommand, self.config[self.subcommand].get("ckpt_path"), self.trainer,
                          self.datamodule, self.model)
 
@@ -160,20 +186,6 @@ class DentCLI(LightningCLI):
             print(self._results_writer().summary(), flush=True)
 
 
-# W&B's own places outside a run folder (artifact staging for tables and media, its caches), unless the
-# user chose them before dentvlm started.
-WANDB_PLACES = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache", "WANDB_ARTIFACT_DIR": "artifacts"}
-USER_WANDB_PLACES = {name for name in WANDB_PLACES if name in os.environ}
-
-
-def keep_wandb_files_in(root: Path) -> None:
-    """Point W&B's staging and cache folders into `<root>/wandb/` (they default to ~/.local/share/wandb
-    and ~/.cache/wandb): a run's tables and media stay with the run, and go when it is deleted."""
-    for name, folder in WANDB_PLACES.items():
-        if name not in USER_WANDB_PLACES:
-            os.environ[name] = str((root / "wandb" / folder).absolute())
-
-
 def with_environment_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
     """Insert ``DENTVLM_<COMMAND>__<KEY>__<SUBKEY>=value`` variables as ``--key.subkey value``
     after the last ``--config``: they override config files, and explicit flags after them win.
@@ -222,6 +234,7 @@ def run_trainer_command(argv: list[str] | None) -> DentCLI:
     from dentvlm.model.module import DentVLM
 
     children_die_with_this_process()  # DataLoader workers must not outlive a killed run
+    silence_library_noise()
     check_config_files(sys.argv[1:] if argv is None else argv)
     if argv is None:  # a console script: LightningCLI reads sys.argv itself (and warns if given both)
         sys.argv[1:] = with_environment_overrides(sys.argv[1:], dict(os.environ))
@@ -231,7 +244,7 @@ def run_trainer_command(argv: list[str] | None) -> DentCLI:
         DentVLM,
         DentDataModule,
         args=argv,
-        trainer_defaults=TRAINER_DEFAULTS,
+        trainer_defaults=trainer_defaults(),
         parser_kwargs={"env_prefix": "DENTVLM", "prog": "dentvlm"},
         parser_class=DentArgumentParser,
         save_config_callback=LogConfig,

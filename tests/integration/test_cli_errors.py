@@ -83,6 +83,17 @@ def test_real_process_prints_one_line_and_exits_1(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("dentvlm shard: error: ")
 
 
+def test_a_trainer_command_error_is_the_only_line(tmp_path):
+    """No library tips, hardware lines or deprecation warnings before the one line (there were a dozen)."""
+    result = subprocess.run([sys.executable, "-m", "dentvlm", "fit", "--config", TINY, "--data.shards",
+                             str(tmp_path / "nope"), "--trainer.default_root_dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("dentvlm fit: error: ") and "does not exist, so no manifest.json" in line
+
+
 @pytest.mark.parametrize(
     "argv, wrong, right",
     [
@@ -249,3 +260,13 @@ def test_a_yaml_syntax_error_names_its_file_and_line(capsys, tmp_path):
     bad.write_text("model:\n  lora_rank: [1, 2\n")
     line = refusal(capsys, ["fit", "--config", TINY, "--config", str(bad)])
     assert f"{bad} line 3, column 1: not valid YAML" in line
+
+
+def test_fit_help_shows_dentvlms_own_options_first(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    first = {key: next(i for i, line in enumerate(lines) if line.strip().startswith(key))
+             for key in ("--model.model_path", "--data.shards", "--trainer.max_epochs")}
+    assert first["--model.model_path"] < 40 and first["--data.shards"] < first["--trainer.max_epochs"]
+    assert lines[0].startswith("usage: ") and len(lines[0]) < 120  # one usage line, not 137

@@ -42,6 +42,8 @@ def test_default_root_dir_moves_everything_and_progress_is_plain_lines(tmp_path)
                for line in lines if "batch 1/2" in line)
     assert any("epoch 1/1 done in" in line and "val/classification/loss" in line for line in lines)
     assert not re.search(r"Epoch \d+/\d+|it/s", fit.stdout)  # no progress-bar frames in a log file
+    assert "dentvlm fit: done, 1 epochs (2 optimizer steps)" in fit.stdout
+    assert f"last checkpoint: {run / 'checkpoints' / 'last.ckpt'}" in fit.stdout and "wandb sync" in fit.stdout
     test = dentvlm(cwd, "test", "--config", TINY, "--trainer.default_root_dir", str(run), "--ckpt_path", "last",
                    "--data.shards", str(DEMO_SHARDS), "--data.num_workers", "0", "--results.baselines", "[]",
                    "--trainer.limit_test_batches", "1", "--model.max_new_tokens", "2", "--results.bootstrap", "0")
