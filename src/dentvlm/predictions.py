@@ -20,6 +20,13 @@ class Prediction:
             (set by the metrics).
         negated_labels: Conditions `generated` negates ("no caries"), any vocabulary (set by the metrics).
         uncertain_labels: Conditions `generated` leaves uncertain ("suspected caries"), any vocabulary.
+        class_probabilities: Per class of the vocabulary, the probability the model gives to that condition
+            being present (teacher-forced scoring, see `dentvlm.model.scoring`); None when not available
+            (not scored, or an endpoint without log-probabilities), never zeros in their place.
+        split: The split the checkup comes from: "test", or "val" for the validation checkups that
+            `dentvlm test` scores to choose operating thresholds (no generated answer for those).
+        groups: The checkup's subgroups: gender, age_band, visit_type, radiographs, photographs (see
+            `dentvlm.data.groups`), for per-group metrics.
         thumbnail: A small JPEG strip of the checkup's images, for prediction tables (not written to files).
     """
 
@@ -32,6 +39,9 @@ class Prediction:
     parsed_labels: list[str] | None = None
     negated_labels: list[str] = field(default_factory=list)
     uncertain_labels: list[str] = field(default_factory=list)
+    class_probabilities: dict[str, float] | None = None
+    split: str = "test"
+    groups: dict[str, str] = field(default_factory=dict)
     thumbnail: bytes | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
