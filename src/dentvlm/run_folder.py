@@ -143,6 +143,8 @@ def _check_splits(subcommand: str, trainer, datamodule) -> None:
         reads += [(hp.val_split, task, "validation") for task in datamodule.eval_tasks]
     if subcommand == "test":
         reads += [(hp.test_split, task, subcommand) for task in datamodule.eval_tasks]
+    if subcommand == "test" and datamodule.threshold_checkups():
+        reads.append((hp.threshold_split, "classification", "operating thresholds"))
     if subcommand in ("validate", "test") and _uses_demonstrations(trainer, datamodule):
         reads.append((hp.train_split, datamodule.task, "few-shot demonstrations"))
     for split, task, purpose in reads:

@@ -13,7 +13,7 @@ Image resolution is chosen per sample (`ImageBudget`): all of a checkup's images
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
@@ -44,6 +44,8 @@ class Encoded:
         scaled: The images were scaled below max_pixels so that the sample fits.
         truncated: The answer was cut at `cutoff_len` (training only; images never are).
         dropped_before: Samples dropped by the stream since the previous example (set by the stream).
+        role: "train", "val" or "test" (see `Example.role`).
+        groups: The checkup's subgroups (see `Example.groups`).
     """
 
     key: str
@@ -63,6 +65,8 @@ class Encoded:
     scaled: bool = False
     truncated: bool = False
     dropped_before: int = 0
+    role: str = "test"
+    groups: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -149,7 +153,8 @@ class ChatEncoder:
             input_ids, label_ids, mm_types = self._truncate(input_ids, label_ids, mm_types, prompt_len, example.key)
         return Encoded(
             key=example.key, task=example.task, target=example.target, labels=example.labels,
-            is_padding=example.is_padding, thumbnail=example.thumbnail, input_ids=input_ids, label_ids=label_ids,
+            is_padding=example.is_padding, thumbnail=example.thumbnail, role=example.role, groups=example.groups,
+            input_ids=input_ids, label_ids=label_ids,
             mm_token_type_ids=mm_types, prompt_len=prompt_len,
             pixel_values=as_uint8(features.get("pixel_values")), image_grid_thw=grid,
             image_tokens=image_tokens, scaled=scaled, truncated=truncated,
@@ -319,7 +324,8 @@ def batch_extras(items: list[Encoded]) -> dict:
         "tokens": torch.tensor(sum(len(item) for item in items)),
     }
     extras["meta"] = [
-        {"key": i.key, "task": i.task, "target": i.target, "labels": i.labels, "thumbnail": i.thumbnail}
+        {"key": i.key, "task": i.task, "target": i.target, "labels": i.labels, "thumbnail": i.thumbnail,
+         "role": i.role, "groups": i.groups}
         for i in items
     ]
     return extras

@@ -14,6 +14,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from dentvlm.data.collate import BatchCollator, ChatEncoder, Encoded
+from dentvlm.data.groups import checkup_groups
 from dentvlm.data.rope import knows_rope_of
 from dentvlm.data.shards import ShardSample, decode_image, iter_shard
 from dentvlm.data.stream import CheckupStream, ShardRef
@@ -52,8 +53,9 @@ class ExampleMaker:
     def __init__(self, task: str, classes: tuple[str, ...], multi_label: bool, modality: str,
                  image_modalities: tuple[str, ...], max_images: int, decode_long_side: int | None,
                  encoder: ChatEncoder | None, training: bool, none_answer: str = NONE_ANSWER,
-                 demonstrations: list[ShardSample] | None = None):
+                 demonstrations: list[ShardSample] | None = None, role: str = "test"):
         self.task, self.classes, self.multi_label, self.modality = task, classes, multi_label, modality
+        self.role = role
         self.image_modalities, self.max_images = image_modalities, max_images
         self.decode_long_side, self.encoder, self.training = decode_long_side, encoder, training
         self.none_answer = none_answer
@@ -61,9 +63,10 @@ class ExampleMaker:
 
     def example(self, sample: ShardSample, is_padding: bool = False) -> Example:
         example = self._single(sample)
-        example.is_padding = is_padding
-        if not self.training:  # only prediction tables show them
+        example.is_padding, example.role = is_padding, self.role
+        if not self.training:  # only evaluation reports on them
             example.thumbnail = thumbnail_strip(example.images)
+            example.groups = checkup_groups(sample.checkup)
         if self.demonstrations:
             example = with_demonstrations(example, [self._single(d) for d in self.demonstrations])
         return example
@@ -171,6 +174,9 @@ class DentDataModule(L.LightningDataModule):
         train_split: Split used for training.
         val_split: Split used for validation.
         test_split: Split used for test and predict.
+        threshold_split: Split whose classification checkups `dentvlm test` also scores (class probabilities
+            only, no generated answers) to choose operating thresholds (Youden's J, a target sensitivity) that
+            are then applied unchanged to the test split; null: none.
     """
 
     def __init__(
@@ -206,6 +212,7 @@ class DentDataModule(L.LightningDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "test",
+        threshold_split: str | None = "val",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -264,9 +271,10 @@ class DentDataModule(L.LightningDataModule):
             for s in self.manifest["splits"][split]["shards"]
         ]
         demonstrations = self.demonstrations(task) if self.few_shot and not training else None
+        role = "train" if training else "test" if split == hp.test_split else "val"
         maker = ExampleMaker(task, self.classes, hp.multi_label, hp.modality, tuple(hp.image_modalities),
                              hp.max_images, hp.decode_long_side, self.encoder, training, hp.none_answer,
-                             demonstrations)
+                             demonstrations, role)
         stream = CheckupStream(
             [s for s in shards if s.eligible], HasTask(variant, self.classes), maker,
             batch_size=hp.batch_size if training else (hp.eval_batch_size or hp.batch_size),
@@ -345,7 +353,22 @@ class DentDataModule(L.LightningDataModule):
         return [self._loader(self.stream(self.hparams.val_split, t, training=False)) for t in self.eval_tasks]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.stream(self.hparams.test_split, t, training=False)) for t in self.eval_tasks]
+        """One loader per evaluation task, then (see `threshold_split`) the checkups whose class probabilities
+        choose the operating thresholds."""
+        hp = self.hparams
+        loaders = [self._loader(self.stream(hp.test_split, t, training=False)) for t in self.eval_tasks]
+        if self.threshold_checkups():
+            loaders.append(self._loader(self.stream(hp.threshold_split, "classification", training=False)))
+        return loaders
+
+    def threshold_checkups(self) -> int:
+        """Classification checkups of `threshold_split` that `dentvlm test` scores (0: none)."""
+        hp = self.hparams
+        if not hp.threshold_split or "classification" not in self.eval_tasks or hp.threshold_split == hp.test_split:
+            return 0
+        if hp.threshold_split not in self.manifest["splits"]:
+            return 0
+        return self.split_size(hp.threshold_split, "classification")
 
     def predict_dataloader(self) -> list[DataLoader]:
         return self.test_dataloader()

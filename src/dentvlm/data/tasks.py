@@ -59,6 +59,8 @@ class Example:
         dropped_before: Samples the stream dropped since the previous example (set by the stream).
         image_bytes: The shard's stored JPEG of each of `images`, when they are those bytes decoded as
             they are (no decode-time resize): endpoint evaluation can send them verbatim. None otherwise.
+        role: "train", "val" or "test": what the example's split is read for (see `Prediction.split`).
+        groups: The checkup's subgroups (`dentvlm.data.groups`), for per-group metrics.
     """
 
     key: str
@@ -73,6 +75,8 @@ class Example:
     demo_images: int = 0
     dropped_before: int = 0
     image_bytes: list[bytes] | None = None
+    role: str = "test"
+    groups: dict[str, str] = field(default_factory=dict)
 
 
 def task_variant(task: str, multi_label: bool) -> str:
@@ -216,4 +220,5 @@ def with_demonstrations(example: Example, demonstrations: list[Example]) -> Exam
     return Example(example.key, example.task, messages, images, example.target, example.labels,
                    example.is_padding, example.thumbnail, demo_messages=len(messages) - len(example.messages),
                    demo_images=len(images) - len(example.images),
-                   image_bytes=None if None in stored else [data for part in stored for data in part])
+                   image_bytes=None if None in stored else [data for part in stored for data in part],
+                   role=example.role, groups=example.groups)

@@ -55,7 +55,9 @@ class TaskMetrics(L.Callback):
     def _batch_end(self, stage: str, outputs) -> None:
         if stage not in self.scores or not isinstance(outputs, dict):
             return
-        predictions = [p for p in outputs.get("predictions", []) if p.task == self.task]
+        # in a test, the validation checkups scored to choose thresholds are no test answers
+        predictions = [p for p in outputs.get("predictions", []) if p.task == self.task
+                       and not (stage == "test" and p.split == "val")]
         for prediction in predictions:
             parse_prediction(prediction, self.parser)
         self.update(self.scores[stage], predictions)

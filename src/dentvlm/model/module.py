@@ -37,6 +37,7 @@ from dentvlm.model.parallel import (
     prepare_for_calls_outside_forward,
     shard_model,
 )
+from dentvlm.model.scoring import answer_sets, class_probabilities, score_answers
 from dentvlm.model.step_loss import StepLoss
 from dentvlm.predictions import Prediction
 
@@ -78,6 +79,9 @@ class DentVLM(L.LightningModule):
         gather_for_generation: Under FSDP2, all-gather the parameters once per `generate` call and keep
             them until it ends (memory: the whole model per GPU, 15.5 GiB for a 7B in bf16), instead
             of re-gathering every layer for every new token; False for models that do not fit a GPU.
+        score_classes: In `dentvlm test`, also give each classification checkup each class's probability
+            (teacher-forced scoring of every allowed answer, `dentvlm.model.scoring`): AUROC, operating
+            points, calibration. Costs about what generating the answers costs.
         max_skipped_steps: Optimizer steps that may be skipped for a non-finite loss or non-finite gradients
             (the step's update is dropped, the weights stay as they were) before the run stops.
     """
@@ -109,6 +113,7 @@ class DentVLM(L.LightningModule):
         generate_samples: int = 64,
         gather_for_generation: bool = True,
         max_skipped_steps: int = 10,
+        score_classes: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -133,6 +138,7 @@ class DentVLM(L.LightningModule):
         # base_few_shot), and the checkpoint file it loaded (recorded with its SHA-256).
         self.variant: str | None = None
         self.evaluated_checkpoint = None
+        self._answer_sets: dict = {}
         self.step_loss = StepLoss()
         self.skipped_steps = 0
 
@@ -341,6 +347,8 @@ class DentVLM(L.LightningModule):
         # Every rank runs the same forwards whatever its batch holds (an all-padding batch has no
         # label tokens and a zero loss): under FSDP2 a skipped forward would hang the other ranks.
         task = batch["meta"][0]["task"]
+        if stage == "test" and batch["meta"][0].get("role") == "val":  # checkups that choose thresholds
+            return {"predictions": self.threshold_predictions(batch)}
         loss, tokens = self.loss_terms(batch)
         name = metric_name(stage, task, "loss", self.variant)
         metric, attribute = self._loss_metric(name)
@@ -348,7 +356,7 @@ class DentVLM(L.LightningModule):
         self.log(name, metric, batch_size=batch["input_ids"].shape[0], add_dataloader_idx=False,
                  metric_attribute=attribute)
         generate = stage == "test" or batch_idx < self._generation_batches()  # test: every sample
-        predictions = self.predictions(batch) if generate else []
+        predictions = self.predictions(batch, score=stage == "test") if generate else []
         return {"loss": loss, "predictions": predictions}
 
     def _loss_metric(self, name: str) -> tuple[TokenMeanLoss, str]:
@@ -391,16 +399,52 @@ class DentVLM(L.LightningModule):
             )
         return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
-    def predictions(self, batch: dict) -> list[Prediction]:
-        """Generated answers as `Prediction`s; padding rows are generated (collectives) but dropped."""
+    def predictions(self, batch: dict, score: bool = False) -> list[Prediction]:
+        """Generated answers as `Prediction`s, with class probabilities when `score` (classification);
+        padding rows are generated (collectives) but dropped."""
         answers = self.generate(batch)
+        scored = self.class_scores(batch) if score else None
+        return self._as_predictions(batch, answers, scored)
+
+    def threshold_predictions(self, batch: dict) -> list[Prediction]:
+        """Class probabilities of checkups that only choose operating thresholds (no answer generated)."""
+        scored = self.class_scores(batch)
+        return self._as_predictions(batch, [""] * len(batch["meta"]), scored) if scored is not None else []
+
+    def _as_predictions(self, batch: dict, answers: list[str], scored: list[dict] | None) -> list[Prediction]:
         prompts = self.tokenizer.batch_decode(batch["gen_input_ids"], skip_special_tokens=True)
         return [
             Prediction(key=m["key"], task=m["task"], prompt=p, reference=m["target"], generated=a.strip(),
-                       true_labels=list(m["labels"]), thumbnail=m.get("thumbnail"))
-            for m, p, a, pad in zip(batch["meta"], prompts, answers, batch["is_padding"].tolist())
+                       true_labels=list(m["labels"]), thumbnail=m.get("thumbnail"),
+                       class_probabilities=scored[row] if scored is not None else None,
+                       split=m.get("role", "test"), groups=dict(m.get("groups", {})))
+            for row, (m, p, a, pad) in enumerate(zip(batch["meta"], prompts, answers, batch["is_padding"].tolist()))
             if not pad
         ]
+
+    @torch.no_grad()
+    def class_scores(self, batch: dict) -> list[dict[str, float]] | None:
+        """Per row, each class's probability (`dentvlm.model.scoring`), or None when the batch is not
+        classification or `score_classes` is off. Collective under FSDP2 like `generate`."""
+        datamodule = self.trainer.datamodule
+        if not self.hparams.score_classes or batch["meta"][0]["task"] != "classification":
+            return None
+        hp = datamodule.hparams
+        key = (datamodule.classes, hp.multi_label, hp.none_answer)
+        if key not in self._answer_sets:
+            self._answer_sets[key] = answer_sets(*key, self.tokenizer)
+        sharded = self._uses_fsdp() and self.trainer.world_size > 1
+        gathered = sharded and self.hparams.gather_for_generation
+        inputs = model_inputs(batch, generation=True, pixels=self.pixels)
+        if sharded:
+            prepare_for_calls_outside_forward(self.network)
+        if sharded and not gathered:
+            inputs, _ = self._with_keepalive(inputs, None, left=True)
+        with self._adapter_switch(), gathered_parameters(self.network, gathered):
+            scores = score_answers(self.network, inputs, self._answer_sets[key],
+                                   max_rows=hp.get("eval_batch_size") or hp.get("batch_size"))
+        probabilities, _ = class_probabilities(scores, self._answer_sets[key])
+        return [dict(zip(datamodule.classes, row)) for row in probabilities.tolist()]
 
     # ----- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self):
