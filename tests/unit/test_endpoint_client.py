@@ -36,8 +36,9 @@ def server():
             length = int(self.headers["Content-Length"])
             script.bodies.append(json.loads(self.rfile.read(length)))
             script.auth.append(self.headers.get("Authorization"))
-            status, headers = script.replies.pop(0) if len(script.replies) > 1 else script.replies[0]
-            body = ANSWER if status == 200 else {"error": {"message": f"scripted {status}", "type": "x"}}
+            status, headers, *reply = script.replies.pop(0) if len(script.replies) > 1 else script.replies[0]
+            body = reply[0] if reply else ANSWER if status == 200 else {
+                "error": {"message": f"scripted {status}", "type": "x"}}
             data = json.dumps(body).encode()
             self.send_response(status)
             for name, value in {"Content-Type": "application/json", **headers}.items():
@@ -153,3 +154,33 @@ def test_a_local_endpoint_ignores_proxy_settings(server, tmp_path, monkeypatch):
     monkeypatch.setenv("http_proxy", "http://10.255.255.1:3128")
     script, url = server((200, {}))
     assert client(url, tmp_path, timeout=5).complete(MESSAGES).text == "caries" and len(script.bodies) == 1
+
+
+def with_logprobs(answer: str, tokens: list[tuple[str, dict[str, float]]]) -> dict:
+    """An OpenAI/vLLM-style answer carrying each token's top log-probabilities."""
+    content = [{"token": text, "logprob": max(top.values()), "bytes": None,
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()]}
+               for text, top in tokens]
+    choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer},
+              "logprobs": {"content": content}}
+    return {**ANSWER, "choices": [choice]}
+
+
+def test_log_probabilities_are_asked_kept_and_cached(server, tmp_path):
+    reply = with_logprobs("caries", [("car", {"car": -0.1, "ging": -2.5}), ("ies", {"ies": -0.01})])
+    script, url = server((200, {}, reply))
+    answer = client(url, tmp_path).complete(MESSAGES)
+    assert script.bodies[0]["logprobs"] is True and script.bodies[0]["top_logprobs"] == 20
+    assert [t.text for t in answer.tokens] == ["car", "ies"]
+    assert answer.tokens[0].alternatives == (("car", -0.1), ("ging", -2.5))
+    cached = client(url, tmp_path).complete(MESSAGES)
+    assert cached.cached and cached.tokens == answer.tokens and len(script.bodies) == 1
+
+
+def test_a_server_refusing_log_probabilities_is_asked_without_them(server, tmp_path):
+    refusal = {"error": {"message": "not supported by this server: logprobs, top_logprobs", "type": "x"}}
+    script, url = server((400, {}, refusal), (200, {}))
+    asker = client(url, tmp_path)
+    answer = asker.complete(MESSAGES)
+    assert answer.text == "caries" and answer.tokens is None and asker.usage.refused == 0
+    assert "logprobs" in script.bodies[0] and "logprobs" not in script.bodies[1] and not asker.logprobs

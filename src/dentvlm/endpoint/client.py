@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from dentvlm.endpoint.cache import ResponseCache, request_key
+from dentvlm.endpoint.logprobs import TokenChoice
 from dentvlm.endpoint.settings import EndpointSettings, is_local_host, safe_url
 
 MAX_WAIT = 60.0
+TOP_LOGPROBS = 20  # the most OpenAI's API returns per token
 RETRY_STATUS = (408, 409, 429)
 REFUSED_STATUS = (400, 413, 422)
 
@@ -36,6 +38,7 @@ class Completion:
     completion_tokens: int = 0
     cached: bool = False
     refused: str | None = None
+    tokens: list[TokenChoice] | None = None  # each answer token with its top alternatives, when the API gave them
 
 
 @dataclass
@@ -87,11 +90,15 @@ class EndpointClient:
                              timeout=settings.timeout, http_client=http)
         self.usage = Usage()
         self.random = random.Random(seed)
+        self.logprobs = settings.logprobs  # off once the server refuses them
 
     def body(self, messages: list[dict]) -> dict:
         """The request body (without the key) for `messages`."""
-        return {"model": self.settings.model, "messages": messages, "temperature": self.settings.temperature,
+        body = {"model": self.settings.model, "messages": messages, "temperature": self.settings.temperature,
                 self.settings.token_limit_param: self.max_tokens}
+        if self.logprobs:
+            body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+        return body
 
     def complete(self, messages: list[dict]) -> Completion:
         """The answer to `messages`: from the cache, else from the API (then cached).
@@ -105,13 +112,19 @@ class EndpointClient:
         stored = self.cache.get(key)
         if stored is not None:
             completion = Completion(stored["text"], int(stored.get("prompt_tokens", 0)),
-                                    int(stored.get("completion_tokens", 0)), cached=True)
+                                    int(stored.get("completion_tokens", 0)), cached=True,
+                                    tokens=_stored_tokens(stored.get("tokens")))
             self.usage.add(completion, 0)
             return completion
         completion, retries = self._ask(body)
+        if completion.refused is not None and self.logprobs and "logprobs" in completion.refused:
+            self.logprobs = False  # a server without log-probabilities: ask again, probabilities "not available"
+            return self.complete(messages)
         if completion.refused is None:
             self.cache.put(key, {"text": completion.text, "prompt_tokens": completion.prompt_tokens,
-                                 "completion_tokens": completion.completion_tokens})
+                                 "completion_tokens": completion.completion_tokens,
+                                 "tokens": [[t.text, [list(a) for a in t.alternatives]] for t in completion.tokens]
+                                 if completion.tokens is not None else None})
         self.usage.add(completion, retries)
         if self.usage.refused > self.settings.max_failures:
             raise EndpointError(f"{self.url}: {self.usage.refused} requests refused (endpoint.max_failures is "
@@ -152,8 +165,20 @@ class EndpointClient:
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice is not None and choice.message else ""
         usage = response.usage
+        content = getattr(getattr(choice, "logprobs", None), "content", None) if choice is not None else None
+        tokens = [TokenChoice(t.token, tuple((a.token, float(a.logprob)) for a in (t.top_logprobs or [])))
+                  for t in content] if content else None
         return Completion(text, int(getattr(usage, "prompt_tokens", 0) or 0),
-                          int(getattr(usage, "completion_tokens", 0) or 0))
+                          int(getattr(usage, "completion_tokens", 0) or 0), tokens=tokens)
+
+
+def _stored_tokens(stored) -> list[TokenChoice] | None:
+    """Cached answer tokens back as `TokenChoice`s (None: none cached, or an unreadable entry)."""
+    try:
+        return [TokenChoice(str(text), tuple((str(a), float(lp)) for a, lp in alternatives))
+                for text, alternatives in stored] if stored else None
+    except (TypeError, ValueError):
+        return None
 
 
 def retry_after(headers) -> float | None:

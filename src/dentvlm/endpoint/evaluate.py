@@ -23,6 +23,7 @@ from dentvlm.data.datamodule import DentDataModule
 from dentvlm.data.tasks import Example
 from dentvlm.endpoint.cache import ResponseCache
 from dentvlm.endpoint.client import Completion, EndpointClient
+from dentvlm.endpoint.logprobs import estimated_probabilities
 from dentvlm.endpoint.progress import RequestProgress
 from dentvlm.endpoint.settings import EndpointSettings
 from dentvlm.openai_chat import to_openai_messages
@@ -118,15 +119,25 @@ class EndpointDataModule(DentDataModule):
     concurrency: int = 1
 
     def test_dataloader(self) -> list[EndpointAnswers]:
+        """The test split's answers per task, and (with log-probabilities asked for) the threshold split's
+        classification answers, whose estimated probabilities choose the operating thresholds."""
         encoder, self.encoder = self.encoder, None  # formatted examples, not the local model's tensors
         try:
             loaders = super().test_dataloader()
         finally:
             self.encoder = encoder
-        batch_size = self.hparams.eval_batch_size or self.hparams.batch_size
-        return [EndpointAnswers(loader, self.asker, self.concurrency, batch_size,
-                                self.split_size(self.hparams.test_split, task), f"{self.asker.settings.name} {task}")
-                for loader, task in zip(loaders, self.eval_tasks)]
+        hp, name = self.hparams, self.asker.settings.name
+        batch_size = hp.eval_batch_size or hp.batch_size
+        parts = [(task, hp.test_split, task) for task in self.eval_tasks]
+        if self.threshold_checkups():
+            parts.append(("classification", hp.threshold_split, f"{hp.threshold_split} classification"))
+        answers = [EndpointAnswers(loader, self.asker, self.concurrency, batch_size, self.split_size(split, task),
+                                   f"{name} {label}") for loader, (task, split, label) in zip(loaders, parts)]
+        return answers
+
+    def threshold_checkups(self) -> int:
+        """Threshold checkups are asked only when their answers can give probabilities."""
+        return super().threshold_checkups() if self.asker.client.logprobs else 0
 
 
 def endpoint_datamodule(source: DentDataModule, asker: Asker) -> EndpointDataModule:
@@ -141,9 +152,9 @@ def endpoint_datamodule(source: DentDataModule, asker: Asker) -> EndpointDataMod
 class EndpointModel(L.LightningModule):
     """Turns the endpoint's answers into `Prediction`s for the metric callbacks and the results writer."""
 
-    def __init__(self, client: EndpointClient):
+    def __init__(self, client: EndpointClient, classes: tuple[str, ...], multi_label: bool):
         super().__init__()
-        self.client = client
+        self.client, self.classes, self.multi_label = client, classes, multi_label
         self.variant = client.settings.name  # its name in the results, the logs and W&B
         self.started = time.monotonic()
 
@@ -156,8 +167,14 @@ class EndpointModel(L.LightningModule):
     def test_step(self, batch: list[tuple], batch_idx: int, dataloader_idx: int = 0) -> dict:
         return {"predictions": [
             Prediction(key=e.key, task=e.task, prompt=prompt, reference=e.target, generated=c.text.strip(),
-                       true_labels=list(e.labels), thumbnail=e.thumbnail)
+                       true_labels=list(e.labels), thumbnail=e.thumbnail, split=e.role, groups=e.groups,
+                       class_probabilities=self._probabilities(e.task, c))
             for e, c, prompt in batch]}
+
+    def _probabilities(self, task: str, completion: Completion) -> dict[str, float] | None:
+        if task != "classification" or not completion.tokens:
+            return None  # no log-probabilities from this server: "not available", never zeros
+        return estimated_probabilities(completion.tokens, self.classes, self.multi_label)
 
     def variant_details(self) -> dict:
         """What the results record about this variant: where it was asked, requests, tokens and cost."""
@@ -165,6 +182,8 @@ class EndpointModel(L.LightningModule):
         seconds = time.monotonic() - self.started
         asked = usage.requests - usage.cached
         details = {
+            "class_probabilities": "estimated from the answer tokens' top log-probabilities" if self.client.logprobs
+            else "not available: the server gave no log-probabilities",
             "endpoint": self.client.url, "model": settings.model, "temperature": settings.temperature,
             "max_tokens": self.client.max_tokens, "few_shot": settings.few_shot, "resolution": settings.resolution,
             "image_format": settings.image_format, "concurrency": settings.concurrency,
@@ -200,7 +219,8 @@ def evaluate_endpoint(trainer: L.Trainer, datamodule: DentDataModule, writer, se
     if trainer.progress_bar_callback is not None:
         trainer.progress_bar_callback.disable()
     try:
-        trainer.test(EndpointModel(client), datamodule=data, verbose=False)
+        trainer.test(EndpointModel(client, datamodule.classes, datamodule.hparams.multi_label), datamodule=data,
+                     verbose=False)
     finally:
         for callback, mode in zip(lines, modes):
             callback.mode = mode

@@ -46,6 +46,9 @@ class EndpointSettings:
             the whole request, so an interrupted run resumes without asking (or paying) twice.
         input_price: Price per million prompt tokens, for the cost in the results (None: no cost).
         output_price: Price per million completion tokens.
+        logprobs: Ask for the answer tokens' log-probabilities (top 20 alternatives) to estimate each class's
+            probability (`dentvlm.endpoint.logprobs`); a server that refuses them is asked without, and the
+            probability metrics of the variant read "not available".
     """
 
     def __init__(self, base_url: str | None = None, model: str = "", name: str | None = None,
@@ -54,7 +57,7 @@ class EndpointSettings:
                  max_tokens: int | None = None, token_limit_param: str = "max_completion_tokens",
                  temperature: float = 0.0, few_shot: int = 0, resolution: str = "model", image_format: str = "png",
                  jpeg_quality: int = 95, cache_dir: str | None = None, input_price: float | None = None,
-                 output_price: float | None = None):
+                 output_price: float | None = None, logprobs: bool = True):
         self.base_url, self.model, self.name = base_url, model, name or model
         self.api_key_env, self.allow_external = api_key_env, allow_external
         self.concurrency, self.max_retries, self.backoff, self.timeout = concurrency, max_retries, backoff, timeout
@@ -62,6 +65,7 @@ class EndpointSettings:
         self.temperature, self.few_shot, self.resolution = temperature, few_shot, resolution
         self.image_format, self.jpeg_quality, self.cache_dir = image_format, jpeg_quality, cache_dir
         self.input_price, self.output_price = input_price, output_price
+        self.logprobs = logprobs
         if base_url is not None:
             self.check()
 
