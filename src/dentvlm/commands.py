@@ -151,8 +151,8 @@ def export(checkpoint: str, out: str, merge: bool = False, dtype: str = "auto", 
 
 
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = "DENTVLM_API_KEY",
-          max_batch_size: int = 8, batch_timeout: float = 0.05, max_new_tokens: int = 1024,
-          max_tokens: int | None = None, temperature: float = 0.0, max_images: int = 32,
+          model_name: str | None = None, max_batch_size: int = 8, batch_timeout: float = 0.05,
+          max_new_tokens: int = 1024, max_tokens: int | None = None, temperature: float = 0.0, max_images: int = 32,
           max_image_bytes: int = 20_000_000, max_image_pixels: int = 40_000_000,
           max_request_pixels: int = 128_000_000, max_request_bytes: int = 200_000_000, cutoff_len: int = 4096,
           min_pixels: int | None = None, max_pixels: int | None = None, context_len: int | None = None,
@@ -160,13 +160,19 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
           timeout: float = 300.0, log_level: str = "warning") -> None:
     """Serve a checkpoint, export or model folder as an OpenAI-compatible chat completions API (LitServe).
 
+    Ctrl+C or SIGTERM (`kill`) stops the server and its worker processes and exits with status 0; a second
+    signal during that shutdown stops at once (status 130 or 143).
+
     Args:
         checkpoint: A checkpoint (runs/.../checkpoints/last.ckpt or its folder), an adapter or merged
             export, or a Hugging Face model folder ("tiny": the tiny base model).
         host: Address to bind: 127.0.0.1 (this machine only), 0.0.0.0 or :: (every interface).
         port: TCP port (1024-65535); clients use base URL http://HOST:PORT/v1.
         api_key_env: Environment variable whose value clients must send as ``Authorization: Bearer``
-            (unset or empty: no key). The key is never read from a flag or a config file.
+            on every path, /health and /docs included (unset or empty: no key; else HTTP 401). The key
+            is never read from a flag or a config file.
+        model_name: The model's name in /v1/models (default: the checkpoint folder's name after its run's,
+            e.g. tiny-last for runs/tiny/checkpoints/last.ckpt; else the export or model folder's name).
         max_batch_size: Requests generated together in one batch.
         batch_timeout: Seconds a batch waits to fill before it runs.
         max_new_tokens: Largest max_tokens a request may ask for.
@@ -178,7 +184,8 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
             the training shards stored theirs (EXIF-rotated, 8-bit, resized to their --image_long_side).
         max_request_pixels: Pixels all images of a request declare together, checked before decoding
             (more: HTTP 400; the default takes 8 photographs of 4000 x 3000).
-        max_request_bytes: Bytes per request body (more: HTTP 413).
+        max_request_bytes: Bytes per request body, from its Content-Length before it is read, else counted as
+            it arrives (more: HTTP 413).
         cutoff_len: Image budget as in data.cutoff_len: a request's images are scaled down together so that
             they and the text fit this many tokens (not below min_pixels).
         min_pixels: Minimum pixels per image (None: the processor's own), as data.min_pixels.
@@ -194,13 +201,7 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
     settings = dict(locals())
     from dentvlm.serve.server import serve as run_server
 
-    # `kill` shuts down like Ctrl+C: LitServe's shutdown after any other exception waits forever on a
-    # manager connection that the signal interrupted.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        run_server(**settings)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    run_server(**settings)
 
 
 def predict(checkpoint: str, source: str, out: str, tasks: list[str] | None = None, image_root: str | None = None,

@@ -21,6 +21,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def session_processes(session: int) -> list[int]:
+    """Pids of the live (not zombie) processes of `session`, from /proc (Linux)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)": state ppid pgrp session
+        except OSError:  # ended meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[3]) == session:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 class Server:
     """`python -m dentvlm serve ARGS` on a free port; stopped (with its workers) by `stop`."""
 
@@ -54,6 +67,10 @@ class Server:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
+
+    def processes(self) -> list[int]:
+        """Live processes of the server's session (it starts one): itself, its workers and their helpers."""
+        return session_processes(self.process.pid)
 
     def stop(self) -> int:
         """SIGTERM, as `kill` sends; returns the exit code (the whole process group is killed if it hangs)."""

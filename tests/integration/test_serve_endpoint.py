@@ -1,11 +1,18 @@
 """`dentvlm serve` on a loopback port with the tiny fine-tuned checkpoint, and `dentvlm test` evaluating it
 through the OpenAI client: the same greedy answers, prompts and metrics as the in-process evaluation, in
-one results folder; bad requests get a clear 4xx; the API key never lands in a file."""
+one results folder; bad requests get a clear 4xx; every path needs the API key; the model is listed; the API
+key never lands in a file."""
 
+import http.client
 import json
+import select
+import socket
+import time
+import urllib.error
+import urllib.request
 
 import pytest
-from openai import APIStatusError, AuthenticationError, OpenAI
+from openai import APIStatusError, AuthenticationError, NotFoundError, OpenAI
 from PIL import Image
 
 from dentvlm.cli import main
@@ -15,9 +22,14 @@ from .conftest import REPO
 from .serving import Server
 
 KEY = "sk-test-6c1f0e2b9d"  # a recognisable secret: it must appear in no file the runs write
-# Two batches of 8 in-process; the server batches up to 4 requests as they arrive (other paddings).
+# The server shows the model what a shard holds: the client sends each shard's own JPEG bytes, which it keeps.
+# dentvlm serve refuses log-probabilities, so none are asked for (the client's fallback after a refusal is
+# not what this compares).
+ENDPOINT = ["--endpoint.resolution", "stored", "--endpoint.image_format", "jpeg", "--endpoint.logprobs", "false"]
+# Two batches of 8 in-process; the server batches up to 4 requests as they arrive (other paddings). The test
+# split only: threshold checkups are scored in-process, never generated, and only scored through an endpoint.
 SHORT = ["--data.num_workers", "0", "--data.eval_batch_size", "8", "--trainer.limit_test_batches", "2",
-         "--model.max_new_tokens", "8", "--results.bootstrap", "20"]
+         "--model.max_new_tokens", "8", "--results.bootstrap", "20", "--data.threshold_split", "null"]
 
 
 def command(tmp_path, out, *extra):
@@ -41,12 +53,15 @@ def served(trained_run, tmp_path_factory):
 
 @pytest.mark.slow
 def test_endpoint_evaluation_matches_in_process(trained_run, served, tmp_path, monkeypatch):
+    """Bit-identical pixels, hence the same answers: `dentvlm serve` prepares a request image exactly as
+    `dentvlm shard` stores one, so the client sends each shard's stored JPEG as it is (``--endpoint.resolution
+    stored --endpoint.image_format jpeg``); a PNG of the shard's pixels would be re-encoded as JPEG."""
     out = tmp_path / "results"
     main(command(tmp_path, out, "--ckpt_path", str(trained_run / "checkpoints" / "last.ckpt"),
                    "--results.baselines", "[]"))
     monkeypatch.setenv("TEST_CLIENT_KEY", KEY)
     main(command(tmp_path, out, "--endpoint.base_url", served.url, "--endpoint.model", "tiny-served",
-                   "--endpoint.api_key_env", "TEST_CLIENT_KEY", "--endpoint.concurrency", "3"))
+                   "--endpoint.api_key_env", "TEST_CLIENT_KEY", "--endpoint.concurrency", "3", *ENDPOINT))
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["variants"]) == ["fine-tuned", "tiny-served"]  # one folder, one table
@@ -71,7 +86,7 @@ def test_endpoint_evaluation_matches_in_process(trained_run, served, tmp_path, m
 
     # Run again: every answer comes from the cache, nothing is asked, the metrics stay.
     main(command(tmp_path, out, "--endpoint.base_url", served.url, "--endpoint.model", "tiny-served",
-                   "--endpoint.api_key_env", "TEST_CLIENT_KEY"))
+                   "--endpoint.api_key_env", "TEST_CLIENT_KEY", *ENDPOINT))
     again = json.loads((out / "metrics.json").read_text())["variants"]
     assert again["tiny-served"]["details"]["cached"] == again["tiny-served"]["details"]["requests"] >= 16
     assert again["tiny-served"]["classification"]["subset_accuracy"] == served_metrics["subset_accuracy"]
@@ -129,3 +144,66 @@ def test_serve_binds_loopback_only(served):
             if state == "0A" and int(port, 16) == served.port:  # 0A: LISTEN
                 listening.append(address)
     assert listening == ["0100007F"]  # 127.0.0.1, little-endian hex
+
+
+def status_of(url: str, method: str = "GET", headers: dict | None = None) -> int:
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.slow
+def test_every_path_needs_the_key(served):
+    root = served.url.removesuffix("/v1")
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{root}/openapi.json", headers=bearer)) as response:
+        paths = list(json.load(response)["paths"])
+    assert {"/health", "/info", "/v1/models", "/v1/chat/completions"} <= set(paths)
+    paths = [p.replace("{model_id}", "x") for p in paths] + ["/docs", "/redoc", "/openapi.json", "/metrics", "/nope"]
+    for path in paths:
+        for method in ("GET", "POST"):
+            assert status_of(root + path, method) == 401, (method, path)
+            assert status_of(root + path, method, {"Authorization": "Bearer wrong"}) == 401, (method, path)
+        assert status_of(root + path, "GET", bearer) != 401, path
+
+
+@pytest.mark.slow
+def test_models_through_the_openai_client(served, trained_run):
+    client = OpenAI(base_url=served.url, api_key=KEY, max_retries=0)
+    name = f"{trained_run.name}-last"  # the default: the checkpoint folder's name after its run's
+    listed = client.models.list()
+    assert [model.id for model in listed.data] == [name] and listed.data[0].owned_by == "dentvlm"
+    assert client.models.retrieve(name).id == name
+    with pytest.raises(NotFoundError):
+        client.models.retrieve("gpt-4o")
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=served.url, api_key="wrong", max_retries=0).models.list()
+
+
+@pytest.mark.slow
+def test_bodies_over_the_limit_are_refused_before_they_are_read(served):
+    """A Content-Length over --max_request_bytes (200 MB) gets its 413 before a byte of the body is sent; a
+    chunked upload (no Content-Length) gets it once the limit is passed, while it is still being sent."""
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    connection.putrequest("POST", "/v1/chat/completions")
+    for name, value in [("Authorization", f"Bearer {KEY}"), ("Content-Type", "application/json"),
+                        ("Content-Length", str(10**9))]:
+        connection.putheader(name, value)
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and "over 200,000,000 bytes" in json.loads(response.read())["error"]["message"]
+
+    sent, chunk = 0, b"a" * 1_000_000
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        deadline = time.monotonic() + 120
+        while not select.select([sock], [], [], 0)[0] and time.monotonic() < deadline:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert 200_000_000 < sent < 300_000_000  # refused at the limit, not after the whole upload

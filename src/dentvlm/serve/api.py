@@ -1,4 +1,4 @@
-"""The LitServe API of `dentvlm serve`: OpenAI chat completions for one dentvlm model.
+"""The LitServe API of `dentvlm serve`: OpenAI chat completions and model listing for one dentvlm model.
 
 LitServe (Lightning's serving library) brings what a hand-written server would have to get right:
 the OpenAI request/response schema (`OpenAISpec`), request batching with a time window, inference in
@@ -6,19 +6,51 @@ worker processes (one per device), health and info endpoints, and graceful shutd
 """
 
 import asyncio
-import hashlib
-import hmac
 import os
+import signal
+from dataclasses import dataclass
 from itertools import groupby
 
 import litserve as ls
-from fastapi import BackgroundTasks, Header, HTTPException
+from fastapi import BackgroundTasks, HTTPException
 from fastapi.responses import JSONResponse
 from litserve.specs.openai import ChatCompletionRequest, OpenAISpec
 from pydantic import ConfigDict
 
 from dentvlm.openai_chat import BadChatRequest
 from dentvlm.serve.requests import RequestReader, ServingLimits
+
+
+def quiet_child() -> None:
+    """In each child process of `dentvlm serve` (inference workers, the HTTP server, LitServe's manager):
+    Ctrl+C, which a terminal sends to every process of its group, is the parent's to act on; SIGTERM, the
+    parent's stop, exits through Python (its finalisers run, e.g. tqdm's semaphore is released) but without
+    the traceback of a KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)
+
+
+def _exit_quietly(signum, frame):
+    """SIGTERM handler: SystemExit unwinds like a normal exit, and multiprocessing prints no traceback for it."""
+    raise SystemExit(0)
+
+
+def openai_error(status: int, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
+    """An error response in the OpenAI API's shape, which its clients show to their users."""
+    return JSONResponse(status_code=status, content={"error": {
+        "message": message, "type": "invalid_request_error", "param": param, "code": code}})
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The served model as ``GET /v1/models`` lists it (OpenAI clients and tools list models first)."""
+
+    name: str = "dentvlm"
+    created: int = 0  # Unix time the checkpoint or model folder was written
+
+    def as_openai(self) -> dict:
+        """The model object of the OpenAI API."""
+        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "dentvlm"}
 
 
 class DentChatRequest(ChatCompletionRequest):
@@ -29,13 +61,15 @@ class DentChatRequest(ChatCompletionRequest):
 
 
 class CheckedOpenAISpec(OpenAISpec):
-    """LitServe's OpenAI spec, answering bad requests with a 4xx before they are queued: in a batch,
-    one request's error would fail the whole batch."""
+    """LitServe's OpenAI spec, answering bad requests with a 4xx before they are queued (in a batch, one
+    request's error would fail the whole batch), and listing the served model."""
 
-    def __init__(self, reader_factory):
+    def __init__(self, reader_factory, model: ModelCard | None = None):
         super().__init__()
-        self.reader_factory = reader_factory
+        self.reader_factory, self.model = reader_factory, model or ModelCard()
         self._reader: RequestReader | None = None
+        self.add_endpoint("/v1/models", self.list_models, ["GET"])
+        self.add_endpoint("/v1/models/{model_id:path}", self.retrieve_model, ["GET"])
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -51,10 +85,20 @@ class CheckedOpenAISpec(OpenAISpec):
     async def chat_completion(self, request: DentChatRequest, background_tasks: BackgroundTasks):
         try:  # decoding images and counting tokens: off the event loop
             await asyncio.to_thread(self.reader.check, request)
-        except BadChatRequest as exc:  # the OpenAI API's error shape, which its clients show
-            return JSONResponse(status_code=exc.status, content={"error": {
-                "message": str(exc), "type": "invalid_request_error", "param": None, "code": None}})
+        except BadChatRequest as exc:
+            return openai_error(exc.status, str(exc))
         return await super().chat_completion(request, background_tasks)
+
+    async def list_models(self) -> JSONResponse:
+        """``GET /v1/models``: the one served model."""
+        return JSONResponse({"object": "list", "data": [self.model.as_openai()]})
+
+    async def retrieve_model(self, model_id: str) -> JSONResponse:
+        """``GET /v1/models/{id}``: the served model, or the OpenAI API's 404 for any other name."""
+        if model_id != self.model.name:
+            return openai_error(404, f"The model {model_id!r} does not exist (this server serves "
+                                     f"{self.model.name!r})", code="model_not_found", param="model")
+        return JSONResponse(self.model.as_openai())
 
 
 class ReaderFactory:
@@ -85,35 +129,31 @@ class DentChatAPI(ls.LitAPI):
     Args:
         model_path: What `dentvlm.inference.load.load_for_inference` loads.
         reader_factory: Builds the request reader (see `ReaderFactory`).
-        api_key_digest: SHA-256 of the API key clients must send as ``Authorization: Bearer``; None: open.
+        model: The name and date ``/v1/models`` lists.
         dtype: Weight dtype.
         max_batch_size: Requests generated together.
         batch_timeout: Seconds to wait for a batch to fill.
     """
 
-    def __init__(self, model_path: str, reader_factory: ReaderFactory, api_key_digest: str | None,
+    def __init__(self, model_path: str, reader_factory: ReaderFactory, model: ModelCard | None = None,
                  dtype: str = "auto", max_batch_size: int = 8, batch_timeout: float = 0.05):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
-                         spec=CheckedOpenAISpec(reader_factory))
-        self.model_path, self.dtype, self.api_key_digest = model_path, dtype, api_key_digest
-        self.reader_factory = reader_factory
+                         spec=CheckedOpenAISpec(reader_factory, model))
+        self.model_path, self.dtype, self.reader_factory = model_path, dtype, reader_factory
 
     def setup(self, device) -> None:
         from dentvlm.inference.load import load_for_inference
         from dentvlm.processes import die_with_parent
 
         die_with_parent()  # a killed `dentvlm serve` takes its inference workers along
+        quiet_child()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.model = load_for_inference(self.model_path, self.dtype, device=device)
         self.reader = self.reader_factory(self.model.processor)
 
-    def authorize(self, authorization: str | None = Header(default=None)) -> None:
-        """FastAPI dependency of every chat request: the Bearer key, when the server has one."""
-        if self.api_key_digest is None:
-            return
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), self.api_key_digest):
-            raise HTTPException(status_code=401, detail="missing or wrong API key (Authorization: Bearer <key>)")
+    def authorize(self) -> None:
+        """Nothing per route: `dentvlm.serve.server.ApiKeyGate` checks the key of every path before routing.
+        Defined so that LitServe does not put its own X-API-Key scheme (``LIT_SERVER_API_KEY``) on some routes."""
 
     def decode_request(self, request, **kwargs):
         try:
@@ -132,8 +172,9 @@ class DentChatAPI(ls.LitAPI):
         for _, group in groupby(order, key=lambda i: repr(items[i][1])):
             indices = list(group)
             encoded = [items[i][0] for i in indices]
-            for index, answer in zip(indices, generate(self.model.network, self.model.processor, encoded,
-                                                        items[indices[0]][1], self.reader.encoder.pad_id)):
+            answers_of_group = generate(self.model.network, self.model.processor, encoded, items[indices[0]][1],
+                                        self.reader.encoder.pad_id, autocast=self.model.autocast)
+            for index, answer in zip(indices, answers_of_group):
                 answers[index] = {"role": "assistant", "content": answer.text, "prompt_tokens": answer.prompt_tokens,
                                   "completion_tokens": answer.completion_tokens,
                                   "total_tokens": answer.prompt_tokens + answer.completion_tokens}

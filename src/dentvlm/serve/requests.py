@@ -3,10 +3,16 @@
 The same `RequestReader` runs twice: in the HTTP process, to answer a bad request with a 4xx at once
 (LitServe batches requests, and an error inside a batch fails every request in it), and in the
 inference worker, to encode the request exactly as `dentvlm test` encodes an evaluation sample.
+
+A request is refused from its cheapest facts first: its settings, then the length of its text (which
+bounds its tokens from below, so an over-long prompt is never tokenised), then its images' headers,
+and only then are images decoded and the prompt tokenised.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -23,6 +29,9 @@ from dentvlm.openai_chat import BadChatRequest, ImageLimits, from_openai_message
 HONOURED = ("model", "messages", "temperature", "top_p", "n", "max_tokens", "max_completion_tokens", "stream",
             "response_format")
 UNSET = (None, False, "", [], {})
+# Unicode NFC, the normaliser of Qwen's tokenizers, joins at most 4 code points into one character
+# (U+1F82 = U+03B1 U+0313 U+0300 U+0345): text can shrink that much before it is cut into tokens.
+NORMALISER_SHRINK = 4
 
 
 @dataclass(frozen=True)
@@ -69,13 +78,70 @@ def _first_set(*values):
     return next(value for value in values if value is not None)
 
 
+def _field(value: Any, name: str) -> Any:
+    """`value[name]` of a dict, `value.name` of a pydantic model; None when absent."""
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
+def text_characters(messages: list[Any]) -> int:
+    """Characters of the text of `messages` (dicts or pydantic models): string contents and text parts;
+    anything else is left to `from_openai_messages` to refuse."""
+    total = 0
+    for message in messages:
+        content = _field(message, "content")
+        parts = [content] if isinstance(content, str) else content if isinstance(content, list) else []
+        for part in parts:
+            text = part if isinstance(part, str) else _field(part, "text")
+            total += len(text) if isinstance(text, str) else 0
+    return total
+
+
+def characters_per_token(tokenizer) -> int:
+    """The most characters of a text that one token of `tokenizer` can stand for: its longest vocabulary
+    entry (added tokens such as ``<|vision_start|>`` included), times what a normaliser can shrink text by.
+    A byte-level token's entry has one character per byte, so it is never shorter than the text it decodes to.
+    A normaliser that deletes text would break this bound; Qwen-VL tokenizers have none (NFC or nothing)."""
+    longest = max(len(token) for token in tokenizer.get_vocab())
+    normaliser = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
+    return longest * (NORMALISER_SHRINK if normaliser is not None else 1)
+
+
 class RequestReader:
-    """Checks requests and encodes them with the served model's processor and image budget."""
+    """Checks requests and encodes them with the served model's processor and image budget.
+
+    Requests are checked in several threads at once. Hugging Face fast tokenizers must not be shared
+    between threads, and a lock around one shared copy would let one long request stall every other
+    one, so each thread tokenises with its own copy of the encoder (made on first use: milliseconds).
+    """
 
     def __init__(self, encoder: ChatEncoder, limits: ServingLimits):
         self.encoder, self.limits = encoder, limits
-        # Checks run in several threads; Hugging Face fast tokenizers must not be shared between them.
-        self.tokenizer_lock = threading.Lock()
+        self._local = threading.local()
+
+    def thread_encoder(self) -> ChatEncoder:
+        """This thread's copy of the encoder."""
+        if not hasattr(self._local, "encoder"):
+            self._local.encoder = copy.deepcopy(self.encoder)
+        return self._local.encoder
+
+    @functools.cached_property
+    def characters_per_token(self) -> int:
+        """See `characters_per_token`; computed once (a pass over the vocabulary)."""
+        return characters_per_token(self.encoder.processor.tokenizer)
+
+    def check_text_length(self, request: Any, decoding: Decoding) -> None:
+        """Refuse, without tokenising it, a prompt whose text alone needs more tokens than the context leaves
+        beside max_tokens: each token stands for at most `characters_per_token` characters."""
+        room = self.encoder.context_len - decoding.max_new_tokens
+        if room <= 0:
+            raise BadChatRequest(f"max_tokens {decoding.max_new_tokens} leaves no room for a prompt in the model's "
+                                 f"context of {self.encoder.context_len} tokens")
+        characters = text_characters(request.messages or [])
+        if characters > room * self.characters_per_token:
+            raise BadChatRequest(f"the prompt's {characters:,} characters take more than {room:,} tokens (a token "
+                                 f"is at most {self.characters_per_token} characters); with max_tokens "
+                                 f"{decoding.max_new_tokens} that passes the model's context of "
+                                 f"{self.encoder.context_len} tokens")
 
     def decoding(self, request: Any) -> Decoding:
         """The request's decoding settings (OpenAI semantics: temperature 0 is greedy; a field sent as
@@ -114,9 +180,9 @@ class RequestReader:
     def check(self, request: Any) -> None:
         """Raise `BadChatRequest` for a request that must not reach a batch."""
         decoding = self.decoding(request)
+        self.check_text_length(request, decoding)
         example = self.example(request)
-        with self.tokenizer_lock:
-            _, tokens = self.encoder.sized(example)
+        _, tokens = self.thread_encoder().sized(example)
         if tokens + decoding.max_new_tokens > self.encoder.context_len:
             raise BadChatRequest(f"the prompt takes {tokens} tokens (images included); with "
                                  f"max_tokens {decoding.max_new_tokens} that passes the model's context of "
@@ -125,7 +191,8 @@ class RequestReader:
     def encode(self, request: Any) -> tuple[Encoded, Decoding]:
         """What the model reads for `request`, and how to decode."""
         decoding = self.decoding(request)
+        self.check_text_length(request, decoding)
         try:
-            return self.encoder.encode(self.example(request), training=False), decoding
+            return self.thread_encoder().encode(self.example(request), training=False), decoding
         except Overlong as exc:
             raise BadChatRequest(str(exc)) from None
