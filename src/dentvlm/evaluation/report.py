@@ -1,11 +1,14 @@
-"""The human-readable part of a results folder: report.md (tables shaped like the COde paper's) and
-the confusion-matrix and per-class F1 plots."""
+"""The human-readable part of a results folder: report.md (tables shaped like the COde paper's, and the
+clinical metrics' tables, see `dentvlm.evaluation.clinical_report`) and the confusion-matrix and per-class
+F1 plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from dentvlm.evaluation.clinical_report import clinical_sections
 
 CLASSIFICATION_COLUMNS = {
     False: [("accuracy", "Accuracy"), ("macro_precision", "Precision"), ("macro_recall", "Recall"),
@@ -53,6 +56,7 @@ def write_report_md(path: Path, results: dict) -> None:
         per_class = [[name] + [percent(f) for f in m["per_class_f1"]] for name, m in with_task]
         lines += _table(["Model"] + classes, per_class)
         lines += [""]
+    lines += clinical_sections(variants, classes, settings["multi_label"])
     with_report = [(name, v["report"]) for name, v in variants.items() if "report" in v]
     if with_report:
         lines += ["## Report generation", "", f"Tokenization: {with_report[0][1]['tokenization']}. "

@@ -1,15 +1,21 @@
 """`ResultsWriter`: the results folder of `dentvlm test`.
 
 For every evaluated variant (the fine-tuned model and the baselines, see `dentvlm.evaluation.runner`)
-it keeps the test predictions (gathered from all ranks) and the metric callbacks' results, and after
-each variant rewrites:
+it keeps the predictions (gathered from all ranks: the test split's, and the validation checkups scored
+only to choose thresholds, marked ``split: val``) and the metric callbacks' results, and after each
+variant rewrites:
 
 - ``metrics.json``: settings, and per variant and task every metric, with 95% bootstrap intervals
-  for the headline ones;
-- ``predictions.jsonl``: pseudonymous key, variant, task, prompt, reference, generated text, parsed
-  and true labels (no patient identifier: records never hold one);
-- ``report.md``: tables shaped like the COde paper's;
-- ``confusion_<variant>.png`` and ``per_class_f1.png``.
+  for the headline ones, and per variant a ``clinical`` entry (`dentvlm.evaluation.clinical`: AUROC,
+  AP, operating points, calibration, subgroups);
+- ``predictions.jsonl``: pseudonymous key, variant, task, split, prompt, reference, generated text,
+  parsed and true labels, class probabilities and subgroups (no patient identifier: records never
+  hold one), enough to recompute every metric;
+- ``report.md``: tables shaped like the COde paper's, and the clinical tables;
+- ``confusion_<variant>.png``, ``per_class_f1.png``, ``roc.png``, ``precision_recall.png`` (every
+  variant), ``roc_<variant>.png``, ``precision_recall_<variant>.png`` and ``reliability_<variant>.png``.
+
+Validation-split predictions enter no test metric: only the clinical thresholds are chosen on them.
 
 Variants already in the folder (e.g. an endpoint evaluated by an earlier `dentvlm test --endpoint.*`)
 stay beside this run's when they were evaluated on the same shards, split, classes and inputs; a
@@ -25,8 +31,11 @@ import lightning as L
 import torch
 
 from dentvlm.evaluation.bootstrap import classification_intervals, report_intervals
+from dentvlm.evaluation.clinical import ClinicalSettings, clinical_metrics
+from dentvlm.evaluation.clinical_data import scored
+from dentvlm.evaluation.clinical_plots import plot_clinical
 from dentvlm.evaluation.report import confusion_counts, plot_confusion, plot_per_class_f1, write_report_md
-from dentvlm.evaluation.tables import log_test_variant, wandb_logger
+from dentvlm.evaluation.tables import log_clinical, log_test_variant, wandb_logger
 from dentvlm.metrics.callbacks import ClassificationMetrics, ReportMetrics
 from dentvlm.predictions import Prediction
 
@@ -49,17 +58,22 @@ class ResultsWriter(L.Callback):
         seed: Seed of the bootstrap.
         keep_variants: Keep the variants already in `out_dir` that this run does not evaluate, when they
             were evaluated on the same shards, split, classes and inputs (false: start afresh).
+        target_sensitivity: The validation sensitivity the clinical metrics' second threshold must reach.
+        min_group_size: Subgroups (gender, age band, ...) with fewer test checkups are counted, not scored.
+        calibration_bins: Equal-width probability bins of the calibration error and reliability diagrams.
     """
 
     def __init__(self, out_dir: str | None = None,
                  baselines: list[str] = list(BASELINES),  # noqa: B006 (a YAML default; copied below)
-                 few_shot: int = 2, bootstrap: int = 1000, seed: int = 0, keep_variants: bool = True):
+                 few_shot: int = 2, bootstrap: int = 1000, seed: int = 0, keep_variants: bool = True,
+                 target_sensitivity: float = 0.9, min_group_size: int = 20, calibration_bins: int = 10):
         bad = [b for b in baselines if b not in BASELINES]
         if bad:
             raise ValueError(f"results.baselines: unknown {bad}; choose from {BASELINES}")
         self.out_dir = Path(out_dir) if out_dir else None
         self.baselines, self.few_shot = list(baselines), few_shot
         self.bootstrap, self.seed, self.keep_variants = bootstrap, seed, keep_variants
+        self.clinical = ClinicalSettings(target_sensitivity, min_group_size, calibration_bins, bootstrap, seed)
         self.evaluated: list[str] = []  # the variants this run evaluated, in order
         self.results: dict = {}  # the metrics.json content last written
         self.variants: dict[str, dict] = {}
@@ -79,6 +93,7 @@ class ResultsWriter(L.Callback):
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
+        tested = [p for p in predictions if p.split == "test"]  # validation checkups only choose thresholds
         entry: dict = {"predictions": predictions}
         details = getattr(pl_module, "variant_details", None)
         if callable(details):  # what was scored: a checkpoint and its base model, an endpoint's requests and cost
@@ -86,7 +101,7 @@ class ResultsWriter(L.Callback):
         for callback in trainer.callbacks:
             if isinstance(callback, (ClassificationMetrics, ReportMetrics)) and "test" in callback.results:
                 metrics = dict(callback.results["test"])
-                mine = [p for p in predictions if p.task == callback.task]
+                mine = [p for p in tested if p.task == callback.task]
                 metrics["samples"] = len(mine)
                 metrics["ci"] = self._intervals(callback, mine, datamodule)
                 entry[callback.task] = metrics
@@ -98,9 +113,14 @@ class ResultsWriter(L.Callback):
         self.write(datamodule)
         logger = wandb_logger(trainer)
         if logger is not None:
-            plots = {f"test/{name}/classification/confusion_matrix": self.out_dir / f"confusion_{name}.png",
-                     "test/classification/per_class_f1": self.out_dir / "per_class_f1.png"}
-            log_test_variant(logger, name, predictions, plots, trainer.global_step)
+            out = self.out_dir
+            plots = {f"test/{name}/classification/confusion_matrix": out / f"confusion_{name}.png",
+                     "test/classification/per_class_f1": out / "per_class_f1.png"}
+            plots.update({f"test/{name}/classification/{key}": out / f"{key}_{name}.png"
+                          for key in ("roc", "precision_recall", "reliability")})
+            log_test_variant(logger, name, tested, plots, trainer.global_step)
+            if "clinical" in entry:
+                log_clinical(logger, name, entry["clinical"], list(datamodule.classes), trainer.global_step)
 
     def _gather(self, trainer: L.Trainer) -> list[Prediction]:
         if trainer.world_size == 1 or not torch.distributed.is_initialized():
@@ -124,7 +144,9 @@ class ResultsWriter(L.Callback):
         hp = datamodule.hparams
         return {"shards": str(hp.shards), "split": hp.test_split, "classes": list(datamodule.classes),
                 "multi_label": hp.multi_label, "modality": hp.modality, "max_images": hp.max_images,
-                "tasks": list(datamodule.eval_tasks), "bootstrap": self.bootstrap, "few_shot": self.few_shot}
+                "tasks": list(datamodule.eval_tasks), "bootstrap": self.bootstrap, "few_shot": self.few_shot,
+                "target_sensitivity": self.clinical.target_sensitivity, "min_group_size": self.clinical.min_group_size,
+                "calibration_bins": self.clinical.calibration_bins}
 
     def write(self, datamodule) -> None:
         out = self.out_dir
@@ -134,6 +156,7 @@ class ResultsWriter(L.Callback):
         settings = self.settings(datamodule)
         tasks = [t for entry in self.variants.values() for t in ("classification", "report") if t in entry]
         settings["tasks"] = list(dict.fromkeys(settings["tasks"] + tasks))  # kept variants may hold others
+        self._score_clinical(classes, hp.multi_label)
         results = {
             "settings": settings,
             "variants": {name: {k: v for k, v in entry.items() if k != "predictions"}
@@ -146,16 +169,30 @@ class ResultsWriter(L.Callback):
                 for prediction in entry["predictions"]:
                     handle.write(json.dumps({"variant": name, **prediction.to_dict()}, ensure_ascii=False) + "\n")
         write_report_md(out / "report.md", results)
-        per_class = {}
+        self._plots(classes, hp.multi_label)
+
+    def _score_clinical(self, classes: list[str], multi_label: bool) -> None:
+        """Gives each variant with classification results its ``clinical`` entry, unless it holds one computed
+        under the same settings (a kept variant's: the bootstrap takes seconds per variant)."""
+        for entry in self.variants.values():
+            if "classification" in entry and entry.get("clinical", {}).get("settings") != self.clinical.to_dict():
+                entry["clinical"] = clinical_metrics(entry["predictions"], classes, multi_label, self.clinical)
+
+    def _plots(self, classes: list[str], multi_label: bool) -> None:
+        """The PNGs of the test split: confusion matrices, per-class F1, and the clinical figures (ROC and PR
+        curves, reliability diagrams)."""
+        out, per_class, tested = self.out_dir, {}, {}
         for name, entry in self.variants.items():
-            if "classification" in entry:
-                rows = [p.to_dict() for p in entry["predictions"] if p.task == "classification"]
-                matrix = confusion_counts(rows, classes, hp.multi_label)
-                plot_confusion(out / f"confusion_{name}.png", matrix, classes, f"classification: {name}")
-                per_class[name] = entry["classification"]["per_class_f1"]
+            if "classification" not in entry:
+                continue
+            mine = [p for p in entry["predictions"] if p.task == "classification" and p.split == "test"]
+            matrix = confusion_counts([p.to_dict() for p in mine], classes, multi_label)
+            plot_confusion(out / f"confusion_{name}.png", matrix, classes, f"classification: {name}")
+            per_class[name] = entry["classification"]["per_class_f1"]
+            tested[name] = scored(mine, classes, multi_label)
         if per_class:
             plot_per_class_f1(out / "per_class_f1.png", per_class, classes, "classification: per-class F1")
-
+        plot_clinical(out, tested, {name: self.variants[name]["clinical"] for name in tested}, classes)
 
     def summary(self) -> str:
         """The terminal tables of the variants this run evaluated (see `dentvlm.evaluation.summary`)."""
