@@ -21,28 +21,53 @@ import yaml
 
 from dentvlm.model.finetune import FinetuneSpec, apply_finetuning, parameter_counts
 
-# Architecture of the public Qwen2.5-VL-*-Instruct checkpoints (their config.json files).
-ARCHITECTURES = {
-    "3B": dict(text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                         num_key_value_heads=2, vocab_size=151936), tie=True),
-    "7B": dict(text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                         num_key_value_heads=4, vocab_size=152064), tie=False),
-}
-VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14, spatial_merge_size=2,
-              temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31])
 GIB = 1024**3
 
 
 def meta_model(size: str):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    arch = ARCHITECTURES[size]
-    text = dict(arch["text"], rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                                               "mrope_section": [16, 24, 24]})
-    config = Qwen2_5_VLConfig(text_config=text, vision_config=dict(VISION, out_hidden_size=text["hidden_size"]),
-                              tie_word_embeddings=arch["tie"])
+    from dentvlm.model.geometry import qwen25_vl_config
+
+    config = qwen25_vl_config(size)
     with torch.device("meta"):
         return Qwen2_5_VLForConditionalGeneration(config), config
+
+
+def size_of(run: dict, config_path: str) -> str:
+    """3B or 7B, from the config's model path or file name."""
+    return "3B" if "3B" in str(run["model"]["model_path"]) or "3b" in config_path else "7B"
+
+
+def estimate(run: dict, size: str, gpus: int, tokens: int | None = None, answer_tokens: int = 16) -> dict:
+    """Parameters and the per-GPU memory terms (bytes) of the run config `run` at `size` over `gpus`."""
+    model_cfg, data_cfg = run["model"], run["data"]
+    model, config = meta_model(size)
+    spec = FinetuneSpec(mode=model_cfg.get("finetune", "lora"), vision=model_cfg.get("vision", "frozen"),
+                        train_projector=model_cfg.get("train_projector", False),
+                        lora_rank=model_cfg.get("lora_rank", 8), lora_alpha=model_cfg.get("lora_alpha", 16),
+                        lora_target=model_cfg.get("lora_target", "all-linear"))
+    model = apply_finetuning(model, spec)
+    trainable, total = parameter_counts(model)
+    batch, seq = data_cfg["batch_size"], tokens or data_cfg["cutoff_len"]
+    text = config.text_config
+    hidden, layers, vocab = text.hidden_size, text.num_hidden_layers, text.vocab_size
+    layer = next(m for m in model.modules() if type(m).__name__ == "Qwen2_5_VLDecoderLayer")
+    block = 2 * sum(p.numel() for p in layer.parameters())  # one decoder layer, bf16
+    recompute = 2 * batch * seq * (10 * hidden + 3 * text.intermediate_size)  # one layer's activations
+    parts = {
+        "weights (bf16, sharded)": 2 * total / gpus,
+        "LoRA weights+grads+AdamW (fp32, sharded)": (4 + 4 + 8) * trainable / gpus,
+        "all-gathered blocks in flight": 2 * block,  # current + prefetched layer
+        "checkpointed layer inputs": 2 * batch * seq * hidden * layers,
+        "one layer recomputed in backward": recompute,
+        "logits + fp32 loss (answer tokens)": batch * answer_tokens * vocab * (2 + 4 + 4),
+    }
+    every_position = batch * seq * vocab * (2 + 4 + 4)
+    earlier = sum(parts.values()) - parts["logits + fp32 loss (answer tokens)"] + every_position
+    return {"size": size, "spec": spec, "trainable": trainable, "total": total, "batch": batch, "seq": seq,
+            "parts": parts, "gib": sum(parts.values()) / GIB, "earlier": earlier,
+            "no_checkpointing": earlier - parts["checkpointed layer inputs"] - recompute + layers * recompute}
 
 
 def main() -> None:
@@ -54,36 +79,10 @@ def main() -> None:
                         help="label tokens per sample (a classification answer ~10; a COde report ~300)")
     args = parser.parse_args()
     run = yaml.safe_load(open(args.config))
-    model_cfg, data_cfg = run["model"], run["data"]
-    size = "3B" if "3B" in model_cfg["model_path"] or "3b" in args.config else "7B"
-    model, config = meta_model(size)
-    spec = FinetuneSpec(mode=model_cfg.get("finetune", "lora"), vision=model_cfg.get("vision", "frozen"),
-                        train_projector=model_cfg.get("train_projector", False),
-                        lora_rank=model_cfg.get("lora_rank", 8), lora_alpha=model_cfg.get("lora_alpha", 16),
-                        lora_target=model_cfg.get("lora_target", "all-linear"))
-    model = apply_finetuning(model, spec)
-    trainable, total = parameter_counts(model)
-
-    gpus, batch = args.gpus, data_cfg["batch_size"]
-    seq = args.tokens or data_cfg["cutoff_len"]
-    text = config.text_config
-    hidden, layers, vocab = text.hidden_size, text.num_hidden_layers, text.vocab_size
-    weights = 2 * total / gpus                               # bf16, sharded
-    lora_state = (4 + 4 + 8) * trainable / gpus              # fp32 weights + grads + AdamW moments, sharded
-    layer = next(m for m in model.modules() if type(m).__name__ == "Qwen2_5_VLDecoderLayer")
-    block = 2 * sum(p.numel() for p in layer.parameters())  # one decoder layer, bf16
-    gathered = 2 * block                                     # current + prefetched all-gathered layer
-    checkpoints = 2 * batch * seq * hidden * layers          # layer inputs kept by gradient checkpointing
-    recompute = 2 * batch * seq * (10 * hidden + 3 * text.intermediate_size)  # one layer re-run in backward
-    logits = batch * args.answer_tokens * vocab * (2 + 4 + 4)  # bf16 logits, fp32 upcast and its gradient
-    parts = {
-        "weights (bf16, sharded)": weights, "LoRA weights+grads+AdamW (fp32, sharded)": lora_state,
-        "all-gathered blocks in flight": gathered, "checkpointed layer inputs": checkpoints,
-        "one layer recomputed in backward": recompute, "logits + fp32 loss (answer tokens)": logits,
-    }
-    every_position = batch * seq * vocab * (2 + 4 + 4)
-    earlier = sum(parts.values()) - logits + every_position
-    no_checkpointing = earlier - checkpoints - recompute + layers * recompute
+    result = estimate(run, size_of(run, args.config), args.gpus, args.tokens, args.answer_tokens)
+    size, spec, trainable, total = result["size"], result["spec"], result["trainable"], result["total"]
+    gpus, batch, seq, parts = args.gpus, result["batch"], result["seq"], result["parts"]
+    earlier, no_checkpointing = result["earlier"], result["no_checkpointing"]
     print(f"{args.config}: Qwen2.5-VL-{size}, LoRA r={spec.lora_rank} on {spec.lora_target}, vision {spec.vision}")
     print(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.3f}%)")
     print(f"per-GPU memory estimate, FSDP2 over {gpus} GPUs, batch {batch} x {seq} tokens "

@@ -8,7 +8,10 @@ check compares the logits of the merged export with those of the base model plus
     error = ||logits(merged) - logits(adapter)|| / ||logits(adapter) - logits(base)||
 
 over the last positions of a few real prompts (the run's own shards when they are readable here, else a
-synthetic checkup). 0 keeps the fine-tuning exactly; 1 loses as much as the fine-tuning changed.
+synthetic checkup). 0 keeps the fine-tuning exactly; 1 loses as much as the fine-tuning changed. Both
+models compute in float32 (the merged weights upcast exactly), so the error is the merge's, not a
+difference of arithmetic. An adapter that changes the logits less than float32 noise (an untrained one)
+has nothing to lose: its error is 0.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 POSITIONS = 32  # logits compared per prompt: the answer's neighbourhood, not all 152 k x 4 k of them
 PROMPTS = 2
+NOISE = 1e-5  # float32 arithmetic changes logits by about this much of their norm
 
 
 def verification_batch(folder: Path, processor) -> dict:
@@ -97,15 +101,17 @@ def merge_error(merged_folder: Path, checkpoint_folder: Path, base_model: str) -
     from dentvlm.model.build import load_vlm
 
     inputs = verification_batch(checkpoint_folder, AutoProcessor.from_pretrained(checkpoint_folder))
-    adapted = load_adapter(load_vlm(base_model), checkpoint_folder).eval()
+    adapted = load_adapter(load_vlm(base_model, dtype="float32"), checkpoint_folder).eval()
     with_adapter = last_logits(adapted, inputs)
     with adapted.disable_adapter():
         base = last_logits(adapted, inputs)
     del adapted
     gc.collect()
-    merged = AutoModelForImageTextToText.from_pretrained(merged_folder).eval()
+    merged = AutoModelForImageTextToText.from_pretrained(merged_folder, dtype=torch.float32).eval()
     merged_logits = last_logits(merged, inputs)
     del merged
     gc.collect()
     effect = torch.linalg.vector_norm(with_adapter - base)
-    return float(torch.linalg.vector_norm(merged_logits - with_adapter) / effect.clamp(min=1e-12))
+    if effect <= NOISE * torch.linalg.vector_norm(base):
+        return 0.0
+    return float(torch.linalg.vector_norm(merged_logits - with_adapter) / effect)

@@ -18,6 +18,7 @@ WARNING_NOISE = (
     r".*isinstance\(treespec, LeafSpec\)",
     r"Your `IterableDataset` has `__len__` defined",  # dentvlm's streams give every worker its own part
     r"LightningCLI's args parameter is intended",
+    r"It is recommended to use `self.log\('(val|test)/",  # torchmetrics results: synced already
 )
 
 

@@ -29,11 +29,18 @@ def test_results_folder_with_baselines(trained_run, tmp_path):
         assert {"bleu4", "meteor", "rouge_l", "embedding_similarity", "finding_macro_f1"} <= set(report)
         assert "word level" in report["tokenization"]
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 * 2 * 60
+    tested = [r for r in rows if r["split"] == "test"]
+    assert len(tested) == 3 * 2 * 60 and len(rows) - len(tested) == 3 * 45  # + the validation checkups scored
     assert set(rows[0]) == {"variant", "key", "task", "prompt", "reference", "generated", "true_labels",
-                            "parsed_labels", "negated_labels", "uncertain_labels"}
-    few_shot = next(r for r in rows if r["variant"] == "base_few_shot" and r["task"] == "classification")
-    zero_shot = next(r for r in rows if r["variant"] == "base" and r["key"] == few_shot["key"]
+                            "parsed_labels", "negated_labels", "uncertain_labels", "class_probabilities", "split",
+                            "groups"}
+    probabilities = [r["class_probabilities"] for r in tested if r["task"] == "classification"]
+    assert all(set(p) == set(metrics["settings"]["classes"]) and all(0 <= v <= 1 for v in p.values())
+               for p in probabilities)
+    for variant in metrics["variants"].values():
+        assert variant["clinical"]["discrimination"]["macro"]["auroc"] is not None
+    few_shot = next(r for r in tested if r["variant"] == "base_few_shot" and r["task"] == "classification")
+    zero_shot = next(r for r in tested if r["variant"] == "base" and r["key"] == few_shot["key"]
                      and r["task"] == "classification")
     assert few_shot["prompt"].count("Which of these") == 2 and zero_shot["prompt"].count("Which of these") == 1
     report_md = (out / "report.md").read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -24,6 +25,8 @@ class Script:
 
     def __init__(self, replies):
         self.replies, self.bodies, self.auth = list(replies), [], []
+        self.refuse_logprobs = False  # answer a request that asks for log-probabilities with a 400, as dentvlm serve
+        self.delay = 0.0  # seconds before answering: keeps concurrent requests in flight together
 
 
 @pytest.fixture
@@ -36,7 +39,12 @@ def server():
             length = int(self.headers["Content-Length"])
             script.bodies.append(json.loads(self.rfile.read(length)))
             script.auth.append(self.headers.get("Authorization"))
-            status, headers, *reply = script.replies.pop(0) if len(script.replies) > 1 else script.replies[0]
+            time.sleep(script.delay)
+            if script.refuse_logprobs and "logprobs" in script.bodies[-1]:
+                status, headers, reply = 400, {}, [{"error": {"message": "not supported by this server: logprobs, "
+                                                              "top_logprobs", "type": "x"}}]
+            else:
+                status, headers, *reply = script.replies.pop(0) if len(script.replies) > 1 else script.replies[0]
             body = reply[0] if reply else ANSWER if status == 200 else {
                 "error": {"message": f"scripted {status}", "type": "x"}}
             data = json.dumps(body).encode()
@@ -178,9 +186,26 @@ def test_log_probabilities_are_asked_kept_and_cached(server, tmp_path):
 
 
 def test_a_server_refusing_log_probabilities_is_asked_without_them(server, tmp_path):
-    refusal = {"error": {"message": "not supported by this server: logprobs, top_logprobs", "type": "x"}}
-    script, url = server((400, {}, refusal), (200, {}))
+    script, url = server((200, {}))
+    script.refuse_logprobs = True
     asker = client(url, tmp_path)
     answer = asker.complete(MESSAGES)
     assert answer.text == "caries" and answer.tokens is None and asker.usage.refused == 0
     assert "logprobs" in script.bodies[0] and "logprobs" not in script.bodies[1] and not asker.logprobs
+
+
+def test_every_request_in_flight_when_log_probabilities_are_refused_is_asked_again(server, tmp_path):
+    """Concurrent requests: the first refusal turns log-probabilities off; the others that had asked with
+    them must be asked again too, not counted as refused (they used to come back empty)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    script, url = server((200, {}))
+    script.refuse_logprobs, script.delay = True, 0.5
+    asker = client(url, tmp_path)
+    questions = [[{"role": "user", "content": [{"type": "text", "text": f"Question {n}"}]}] for n in range(3)]
+    bodies = [asker.body(q) for q in questions]  # all three ask with log-probabilities, as if in flight
+    assert all(b["logprobs"] for b in bodies)
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(asker.complete, questions))
+    assert [a.text for a in answers] == ["caries"] * 3 and asker.usage.refused == 0
+    assert sum("logprobs" in body for body in script.bodies) >= 1 and not asker.logprobs

@@ -117,8 +117,10 @@ class EndpointClient:
             self.usage.add(completion, 0)
             return completion
         completion, retries = self._ask(body)
-        if completion.refused is not None and self.logprobs and "logprobs" in completion.refused:
-            self.logprobs = False  # a server without log-probabilities: ask again, probabilities "not available"
+        if completion.refused is not None and body.get("logprobs") and "logprobs" in completion.refused:
+            # A server without log-probabilities: ask again (this request, and every other in flight that
+            # asked with them), probabilities "not available".
+            self.logprobs = False
             return self.complete(messages)
         if completion.refused is None:
             self.cache.put(key, {"text": completion.text, "prompt_tokens": completion.prompt_tokens,

@@ -71,9 +71,11 @@ class EndpointAnswers:
     Padding rows (which only even out batch counts across ranks) are never sent.
     """
 
-    def __init__(self, loader, asker: Asker, concurrency: int, batch_size: int, total: int, label: str):
+    def __init__(self, loader, asker: Asker, concurrency: int, batch_size: int, total: int, label: str,
+                 for_probabilities: bool = False):
         self.loader, self.asker, self.concurrency = loader, asker, concurrency
         self.batch_size, self.total, self.label = batch_size, total, label
+        self.for_probabilities = for_probabilities  # worth asking only while the server gives log-probabilities
 
     def __len__(self) -> int:
         return math.ceil(self.total / self.batch_size)
@@ -89,6 +91,8 @@ class EndpointAnswers:
             yield batch
 
     def _answers(self) -> Iterator[tuple]:
+        if self.for_probabilities and not self.asker.client.logprobs:
+            return  # the test split's requests found the server without log-probabilities: nothing to gain
         progress = RequestProgress(self.total, self.label)
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="endpoint")
         window: deque = deque()
@@ -131,9 +135,9 @@ class EndpointDataModule(DentDataModule):
         parts = [(task, hp.test_split, task) for task in self.eval_tasks]
         if self.threshold_checkups():
             parts.append(("classification", hp.threshold_split, f"{hp.threshold_split} classification"))
-        answers = [EndpointAnswers(loader, self.asker, self.concurrency, batch_size, self.split_size(split, task),
-                                   f"{name} {label}") for loader, (task, split, label) in zip(loaders, parts)]
-        return answers
+        return [EndpointAnswers(loader, self.asker, self.concurrency, batch_size, self.split_size(split, task),
+                                f"{name} {label}", for_probabilities=split != hp.test_split)
+                for loader, (task, split, label) in zip(loaders, parts)]
 
     def threshold_checkups(self) -> int:
         """Threshold checkups are asked only when their answers can give probabilities."""
