@@ -55,9 +55,9 @@ def test_predict_jsonl_with_missing_and_corrupt_images(trained_run, clinic, tmp_
     lines, summary = read(out)
     assert [line["checkup_id"] for line in lines] == ["clinic-001", "clinic-002", "clinic-003"]  # source order
     first, second, third = lines
-    assert first["images"] == {"used": 1, "skipped": [{"position": 2, "modality": "photograph",
-                                                       "reason": "corrupt_image"}]}
-    assert second["images"] == {"used": 0, "skipped": []}  # no images: text only
+    assert first["images"] == {"used": 1, "not_shown": 0, "skipped": [{"position": 2, "modality": "photograph",
+                                                                        "reason": "corrupt_image"}]}
+    assert second["images"] == {"used": 0, "not_shown": 0, "skipped": []}  # no images: text only
     for line in (first, second):
         assert set(line["classification"]) == {"answer", "labels", "negated", "uncertain"}
         assert line["classification"]["answer"]
@@ -67,7 +67,7 @@ def test_predict_jsonl_with_missing_and_corrupt_images(trained_run, clinic, tmp_
     assert third["skipped"] == "image_outside_source" and "outside" in third["message"]
     assert summary["checkups"] == {"read": 4, "predicted": 2,
                                    "skipped": {"image_outside_source": 1, "malformed_row": 1}}
-    assert summary["images"] == {"used": 1, "skipped": {"corrupt_image": 1}}
+    assert summary["images"] == {"used": 1, "not_shown": 0, "skipped": {"corrupt_image": 1}}
     assert summary["image_long_side"] == 112  # the demo shards the checkpoint was trained on
     err = capsys.readouterr().err
     assert "2 of 4 checkups predicted" in err and "corrupt.jpg" in err
@@ -83,6 +83,9 @@ def test_predict_code_layout_without_diagnoses(trained_run, clinic, tmp_path):
     assert [line["checkup_id"] for line in lines] == ids  # the clinic's own ids, in its order
     assert all("classification" in line and "report" not in line for line in lines)  # the checkpoint's task
     assert summary["checkups"]["predicted"] == 4 and summary["images"]["used"] >= 4
+    # "used" counts what the model was shown: at most max_images per checkup, the rest is "not shown"
+    assert all(line["images"]["used"] <= 8 for line in lines)
+    assert summary["images"]["used"] == sum(line["images"]["used"] for line in lines)
     with pytest.raises(SystemExit):  # an existing output folder is never overwritten silently
         main(["predict", str(trained_run / "checkpoints" / "last"), str(release), str(out)])
 
@@ -111,3 +114,14 @@ def test_predict_never_deletes_the_source_folder(clinic, tmp_path, capsys, monke
     assert info.value.code == 1
     assert "holds the source or its images" in capsys.readouterr().err
     assert sorted(p.relative_to(release) for p in release.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_images_over_max_images_are_counted_as_not_shown(trained_run, clinic, tmp_path):
+    release, _ = clinic
+    out = tmp_path / "pred"
+    main(["predict", str(trained_run / "checkpoints" / "last"), str(release), str(out), "--max_new_tokens", "2",
+          "--max_images", "1"])
+    lines, summary = read(out)
+    assert all(line["images"]["used"] == 1 for line in lines)
+    assert summary["images"]["not_shown"] == sum(line["images"]["not_shown"] for line in lines) > 0

@@ -60,7 +60,8 @@ def predict_folder(checkpoint: str, source: str, out: str, tasks: list[str] | No
 
 
 def _run(checkups, predictor: Predictor, policy, batch_size: int, strict: bool, path: Path) -> dict:
-    counts = {"read": 0, "predicted": 0, "skipped": Counter(), "images_used": 0, "images_skipped": Counter()}
+    counts = {"read": 0, "predicted": 0, "skipped": Counter(), "images_used": 0, "images_not_shown": 0,
+              "images_skipped": Counter()}
     start = time.monotonic()
     with path.open("w", encoding="utf-8") as handle:
         pending: list[Prepared | Refused] = []  # lines keep the source's order
@@ -69,7 +70,9 @@ def _run(checkups, predictor: Predictor, policy, batch_size: int, strict: bool, 
             prepared = item if isinstance(item, Refused) else prepare(item, policy, strict,
                                                                       predictor.settings["decode_long_side"])
             if isinstance(prepared, Prepared):
-                counts["images_used"] += len(prepared.images)
+                shown = len(predictor.shown(prepared))
+                counts["images_used"] += shown
+                counts["images_not_shown"] += len(prepared.images) - shown
                 counts["images_skipped"].update(s["reason"] for s in prepared.skipped_images)
             elif strict:
                 _refuse(prepared, counts, strict, handle)
@@ -80,7 +83,8 @@ def _run(checkups, predictor: Predictor, policy, batch_size: int, strict: bool, 
     seconds = time.monotonic() - start
     return {"checkups": {"read": counts["read"], "predicted": counts["predicted"],
                          "skipped": dict(sorted(counts["skipped"].items()))},
-            "images": {"used": counts["images_used"], "skipped": dict(sorted(counts["images_skipped"].items()))},
+            "images": {"used": counts["images_used"], "not_shown": counts["images_not_shown"],
+                       "skipped": dict(sorted(counts["images_skipped"].items()))},
             **predictor.tally(), "seconds": round(seconds, 2),
             "checkups_per_second": round(counts["predicted"] / seconds, 3) if seconds > 0 else None}
 
@@ -105,8 +109,10 @@ def _flush(pending: list[Prepared | Refused], predictor: Predictor, counts: dict
             _refuse(result, counts, strict, handle)
             continue
         counts["predicted"] += 1
+        shown = len(predictor.shown(prepared))
         line = {"checkup_id": prepared.checkup.checkup_id, **result,
-                "images": {"used": len(prepared.images), "skipped": prepared.skipped_images}}
+                "images": {"used": shown, "not_shown": len(prepared.images) - shown,
+                           "skipped": prepared.skipped_images}}
         handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     pending.clear()
 
@@ -189,19 +195,31 @@ class Predictor:
         return results
 
     def example(self, prepared: Prepared, task: str):
-        from dentvlm.data.tasks import format_checkup, select_images
+        from dentvlm.data.tasks import format_checkup
+
+        s = self.settings
+        return format_checkup(self._checkup(prepared), [prepared.images[i] for i in self.shown(prepared)], task,
+                              self.model.classes, s["multi_label"], s["modality"], s["none_answer"])
+
+    def shown(self, prepared: Prepared) -> list[int]:
+        """Indices of the images the model is shown: the run's modalities, at most its max_images (a
+        checkup's other usable images are counted as not shown)."""
+        from dentvlm.data.tasks import select_images
+
+        s = self.settings
+        if s["modality"] == "text":
+            return []
+        return select_images(self._checkup(prepared), tuple(s["image_modalities"]), s["max_images"])
+
+    @staticmethod
+    def _checkup(prepared: Prepared):
         from dentvlm.records import Checkup
 
         fields = prepared.checkup.fields
-        checkup = Checkup(key="new", patient="-", modalities=prepared.modalities,
-                          info={k: v for k, v in fields.items() if k != "examination"},
-                          report={"examination": fields["examination"]} if "examination" in fields else {},
-                          labelled=False)
-        s = self.settings
-        chosen = [] if s["modality"] == "text" else select_images(checkup, tuple(s["image_modalities"]),
-                                                                   s["max_images"])
-        return format_checkup(checkup, [prepared.images[i] for i in chosen], task, self.model.classes,
-                              s["multi_label"], s["modality"], s["none_answer"])
+        return Checkup(key="new", patient="-", modalities=prepared.modalities,
+                       info={k: v for k, v in fields.items() if k != "examination"},
+                       report={"examination": fields["examination"]} if "examination" in fields else {},
+                       labelled=False)
 
     def parse(self, task: str, text: str) -> dict:
         from dentvlm.data.tasks import parse_report
