@@ -240,3 +240,27 @@ def test_settings_are_checked():
         ClinicalSettings(target_sensitivity=0)
     with pytest.raises(ValueError, match="min_group_size"):
         ClinicalSettings(min_group_size=0)
+
+
+def test_agreement_of_thresholded_probabilities_with_the_generated_answers():
+    """The share of parseable answers whose label set the probabilities (>= 0.5) reproduce, per class and
+    whole; Cohen's kappa per class matches scikit-learn's."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from dentvlm.evaluation.clinical import agreement
+    from dentvlm.evaluation.clinical_data import scored
+    from dentvlm.predictions import Prediction
+
+    classes = ("caries", "gingivitis")
+    rows = [(["caries"], {"caries": 0.9, "gingivitis": 0.2}), ([], {"caries": 0.1, "gingivitis": 0.6}),
+            (["caries", "gingivitis"], {"caries": 0.7, "gingivitis": 0.8}), (None, {"caries": 0.9, "gingivitis": 0.9}),
+            (["gingivitis"], {"caries": 0.4, "gingivitis": 0.3})]
+    predictions = [Prediction(key=str(n), task="classification", prompt="", reference="", generated="x",
+                              true_labels=["caries"], parsed_labels=parsed, class_probabilities=probabilities)
+                   for n, (parsed, probabilities) in enumerate(rows)]
+    found = agreement(scored(predictions, classes, True), classes)
+    assert found["checkups"] == 4  # the unparseable answer is left out
+    assert found["label_set"] == 0.5  # rows 0 and 2
+    assert found["per_class"] == {"caries": 1.0, "gingivitis": 0.5}
+    decided, answered = [0, 1, 1, 0], [0, 0, 1, 1]
+    assert found["cohen_kappa"]["gingivitis"] == pytest.approx(cohen_kappa_score(answered, decided))

@@ -7,7 +7,8 @@
   the validation split (`dentvlm.evaluation.operating_points`);
 - calibration: expected calibration error per class and pooled over classes, and the pooled reliability
   diagram's bins (below);
-- subgroups: the headline metrics per group of patients (`dentvlm.evaluation.subgroups`).
+- subgroups: the headline metrics per group of patients (`dentvlm.evaluation.subgroups`);
+- agreement: how often the probabilities, thresholded at 0.5, say what the generated answer says.
 
 Only test-split predictions are scored; validation-split ones (`Prediction.split == "val"`) serve only to
 choose thresholds. A variant without probabilities still gets the operating point of its answers and the
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import binary_calibration_error
+from torchmetrics.functional.classification import binary_calibration_error, binary_cohen_kappa
 
 from dentvlm.evaluation.clinical_data import not_available, scored
 from dentvlm.evaluation.discrimination import discrimination
@@ -87,6 +88,24 @@ def calibration(probabilities: np.ndarray, truth: np.ndarray, classes: Sequence[
             "reliability": reliability_bins(probabilities.reshape(-1), truth.reshape(-1), bins)}
 
 
+def agreement(test, classes: Sequence[str], threshold: float = 0.5) -> dict:
+    """How often the probabilities, thresholded at `threshold`, say what the generated answer says: per
+    class (share of checkups and Cohen's kappa) and for the whole label set, over the checkups whose answer
+    parsed (an unparseable answer says nothing to agree with)."""
+    parsed = np.array([p.parsed_labels is not None for p in test.predictions])
+    if not parsed.any():
+        return not_available("no generated answer could be parsed")
+    decided = test.probabilities[parsed] >= threshold
+    answers = test.answers[parsed].astype(bool)
+    same = decided == answers
+    kappa = {c: float(binary_cohen_kappa(torch.from_numpy(decided[:, k]).long(),
+                                         torch.from_numpy(answers[:, k]).long()))
+             for k, c in enumerate(classes)}
+    return {"threshold": threshold, "checkups": int(parsed.sum()), "label_set": float(same.all(1).mean()),
+            "per_class": {c: float(same[:, k].mean()) for k, c in enumerate(classes)},
+            "cohen_kappa": {c: (None if np.isnan(v) else v) for c, v in kappa.items()}}
+
+
 def clinical_metrics(predictions: list[Prediction], classes: Sequence[str], multi_label: bool,
                      settings: ClinicalSettings) -> dict:
     """metrics.json's ``clinical`` entry of one variant, from all its predictions (test and validation)."""
@@ -97,8 +116,9 @@ def clinical_metrics(predictions: list[Prediction], classes: Sequence[str], mult
     if not test.predictions:
         return {**entry, **not_available("no test-split classification predictions")}
     if test.probabilities is None:
-        entry["discrimination"] = entry["calibration"] = not_available(test.missing)
+        entry["discrimination"] = entry["calibration"] = entry["agreement"] = not_available(test.missing)
     else:
+        entry["agreement"] = agreement(test, classes)
         entry["discrimination"] = discrimination(test.probabilities, test.truth, classes, settings.bootstrap,
                                                  settings.seed)
         entry["calibration"] = calibration(test.probabilities, test.truth, classes, settings.calibration_bins)

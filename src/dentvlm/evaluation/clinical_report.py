@@ -79,6 +79,12 @@ def _notes(entry: dict) -> list[str]:
                       ("average_precision_not_defined", "AP not defined (no positive in the test split)")):
         if discrimination[key]:
             notes.append(f"{what} for {len(discrimination[key])} class(es): {', '.join(discrimination[key])}.")
+    agreement = entry.get("agreement", {})
+    if "label_set" in agreement:
+        rates = agreement["per_class"].values()
+        notes.append(f"Probabilities thresholded at {agreement['threshold']:g} agree with the generated answer on the "
+                     f"whole label set for {pct(agreement['label_set'])}% of the {agreement['checkups']} parseable "
+                     f"answers (per class {pct(min(rates))}-{pct(max(rates))}%).")
     points = entry["operating_points"]
     reasons = dict.fromkeys(points[key].get("not_available") for key in ("youden", "target_sensitivity"))
     notes += [f"Validation-split thresholds not available: {reason}." for reason in reasons if reason]

@@ -35,6 +35,21 @@ def headline(task: str, metrics: dict, multi_label: bool) -> list[tuple[str, str
     return cells
 
 
+def clinical_headline(clinical: dict) -> list[tuple[str, str]]:
+    """Macro AUROC with its interval, or why there is none (an endpoint without log-probabilities)."""
+    discrimination = clinical.get("discrimination")
+    if not discrimination:
+        return []
+    if "not_available" in discrimination:
+        return [("AUROC (macro)", "not available")]
+    macro = discrimination["macro"]
+    if macro.get("auroc") is None:
+        return [("AUROC (macro)", "n/a")]
+    interval = macro.get("ci", {}).get("auroc")
+    text = f"{100 * macro['auroc']:.1f}" + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
+    return [("AUROC (macro)", text)]
+
+
 def variant_table(name: str, entry: dict, multi_label: bool) -> list[str]:
     """The lines of one variant: what was scored, then one line per task (scores in %)."""
     details = entry.get("details", {})
@@ -47,8 +62,10 @@ def variant_table(name: str, entry: dict, multi_label: bool) -> list[str]:
         counts = f"{metrics.get('samples', 0)} checkups"
         if task == "classification":
             counts += f", {metrics.get('unparseable', 0)} unparseable"
-        cells = " · ".join(f"{title} {value}" for title, value in headline(task, metrics, multi_label))
-        lines.append(f"  {task} ({counts}), %: {cells}")
+        cells = headline(task, metrics, multi_label)
+        if task == "classification":
+            cells += clinical_headline(entry.get("clinical", {}))
+        lines.append(f"  {task} ({counts}), %: " + " · ".join(f"{title} {value}" for title, value in cells))
     return lines
 
 
