@@ -58,12 +58,14 @@ def test_damaged_files_are_named(folder, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_missing_base_model_is_named(folder, tmp_path, capsys):
+    """A base model that moved is named, with the flag that points at its new place (a moved tiny model
+    is rebuilt instead: see tests/integration/test_base_model.py)."""
     description = json.loads((folder / "dentvlm.json").read_text())
-    description["base_model"] = str(tmp_path / "moved-away")
+    description["base_model"] = description["model_hparams"]["model_path"] = str(tmp_path / "moved-away")
     (folder / "dentvlm.json").write_text(json.dumps(description))
     for merge in ("true", "false"):
         line = refuse(capsys, ["export", str(folder), str(tmp_path / "out"), "--merge", merge])
-        assert "moved-away" in line and "is not a directory" in line
+        assert "moved-away" in line and "is not there any more; pass --base_model" in line
     assert not (tmp_path / "out").exists()
 
 
