@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--keep_results", default=None, help="copy the results folder (report.md, plots) here")
     parser.add_argument("extra", nargs="*", help="more `dentvlm fit` flags, e.g. --trainer.max_epochs=5")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,6 +80,8 @@ def main() -> None:
         dentvlm("test", *run, "--ckpt_path", "last")
         metrics = json.loads((root / "results" / "metrics.json").read_text())
         test = json.loads((root / "shards" / "manifest.json").read_text())["splits"]["test"]["labels"]
+        if args.keep_results:
+            shutil.copytree(root / "results", args.keep_results, dirs_exist_ok=True)
     result = metrics["variants"]["fine-tuned"]["classification"]
     majority = max(test.values()) / sum(test.values())
     low, high = result["ci"]["accuracy"]
@@ -86,6 +90,22 @@ def main() -> None:
     print(f"accuracy {100 * result['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}], macro F1 "
           f"{100 * result['macro_f1']:.1f}, unparseable {result['unparseable']}; chance {100 / len(CLASSES):.1f}, "
           f"majority class {100 * majority:.1f}")
+    clinical = metrics["variants"]["fine-tuned"].get("clinical", {})
+    if "macro" in clinical.get("discrimination", {}):
+        macro, ci = clinical["discrimination"]["macro"], clinical["discrimination"]["macro"]["ci"]
+        youden = clinical["operating_points"]["youden"].get("macro", {})
+        print(f"macro AUROC {100 * macro['auroc']:.1f} {_interval(ci.get('auroc'))}, macro AP "
+              f"{100 * macro['average_precision']:.1f}, pooled ECE {100 * clinical['calibration']['pooled']:.1f}; at "
+              f"Youden thresholds from the validation split: sensitivity {_rate(youden.get('sensitivity'))}, "
+              f"specificity {_rate(youden.get('specificity'))}")
+
+
+def _interval(bounds) -> str:
+    return f"[{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]" if bounds else ""
+
+
+def _rate(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
 
 
 if __name__ == "__main__":
