@@ -72,8 +72,8 @@ class LogConfig(SaveConfigCallback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" and not self.already_saved:
             self.save_to_log_dir = False  # Lightning's place is the training config's
+            path = run_config_path(trainer, stage)  # on every rank: trainer.log_dir is a collective
             if trainer.is_global_zero:
-                path = run_config_path(trainer, stage)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
         super().setup(trainer, pl_module, stage)
