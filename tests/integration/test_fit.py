@@ -169,3 +169,39 @@ def test_the_same_command_trains_the_same_weights(trained_run, tmp_path):
     first = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     second = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_results(run_dir, checkpoint, *extra: str) -> list[dict]:
+    """`dentvlm test` (fine-tuned only) of the trained tiny model; its predictions.jsonl rows."""
+    args = ["test", "--config", str(REPO / "configs" / "tiny.yaml"), "--ckpt_path", str(checkpoint),
+            "--trainer.default_root_dir", str(run_dir), "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir", str(run_dir), "--data.num_workers", "0", "--data.eval_batch_size", "7",
+            "--results.baselines", "[]", "--results.bootstrap", "0", "--model.max_new_tokens", "6", *extra]
+    result = subprocess.run([sys.executable, "-m", "dentvlm", *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    return [json.loads(line) for line in (run_dir / "results" / "predictions.jsonl").read_text().splitlines()]
+
+
+test_results.__test__ = False  # a helper, not a test
+
+
+@pytest.mark.slow
+def test_two_rank_fsdp2_class_probabilities_gather_once_each(trained_run, tmp_path):
+    """60 test and 45 validation checkups over 2 ranks in batches of 7: the ranks' last batches hold padding
+    rows. Every checkup comes back exactly once, with the probabilities one process gives it (the
+    scoring forwards are collective under FSDP2, padding rows included, and dropped after)."""
+    checkpoint = trained_run / "checkpoints" / "last.ckpt"
+    single = test_results(tmp_path / "one", checkpoint)
+    sharded = test_results(tmp_path / "two", checkpoint, "--trainer.devices", "2", *FSDP2)
+    for split, count in (("test", 60), ("val", 45)):
+        keys = [r["key"] for r in sharded if r["split"] == split]
+        assert len(keys) == len(set(keys)) == count, split
+    one = {(r["split"], r["key"]): r for r in single if r["task"] == "classification"}
+    two = {(r["split"], r["key"]): r for r in sharded if r["task"] == "classification"}
+    assert one.keys() == two.keys()
+    for key, row in one.items():
+        assert two[key]["class_probabilities"] == pytest.approx(row["class_probabilities"], abs=1e-4), key
+        assert two[key]["generated"] == row["generated"], key
