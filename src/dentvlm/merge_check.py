@@ -46,7 +46,8 @@ def verification_batch(folder: Path, processor) -> dict:
         example = format_checkup(checkup, shown, task, classes)
         items.append(encoder.encode(example, training=False))
     batch = pad_batch(items, encoder.pad_id)
-    return model_inputs(batch, pixels=PixelNormalizer(processor.image_processor))
+    # The prompts, left-padded with their mask: every row's last positions are its own tokens
+    return model_inputs(batch, generation=True, pixels=PixelNormalizer(processor.image_processor))
 
 
 def _checkups(shards: str | None):
@@ -88,9 +89,17 @@ def _synthetic(seed: int):
 
 
 def last_logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-    """(B, POSITIONS, V) float32 logits of the last positions."""
+    """(B, POSITIONS, V) float32 logits of the last positions, computed on the model's device, returned on
+    the CPU."""
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     with torch.no_grad():
-        return model(**inputs, logits_to_keep=POSITIONS, use_cache=False).logits.float()
+        return model(**inputs, logits_to_keep=POSITIONS, use_cache=False).logits.float().cpu()
+
+
+def check_device() -> str:
+    """A GPU when there is one: the float32 forwards of a 7B take minutes on a CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def merge_error(merged_folder: Path, checkpoint_folder: Path, base_model: str) -> float:
@@ -101,13 +110,13 @@ def merge_error(merged_folder: Path, checkpoint_folder: Path, base_model: str) -
     from dentvlm.model.build import load_vlm
 
     inputs = verification_batch(checkpoint_folder, AutoProcessor.from_pretrained(checkpoint_folder))
-    adapted = load_adapter(load_vlm(base_model, dtype="float32"), checkpoint_folder).eval()
+    adapted = load_adapter(load_vlm(base_model, dtype="float32"), checkpoint_folder).to(check_device()).eval()
     with_adapter = last_logits(adapted, inputs)
     with adapted.disable_adapter():
         base = last_logits(adapted, inputs)
     del adapted
     gc.collect()
-    merged = AutoModelForImageTextToText.from_pretrained(merged_folder, dtype=torch.float32).eval()
+    merged = AutoModelForImageTextToText.from_pretrained(merged_folder, dtype=torch.float32).to(check_device()).eval()
     merged_logits = last_logits(merged, inputs)
     del merged
     gc.collect()

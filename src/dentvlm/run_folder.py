@@ -83,6 +83,27 @@ def check_before_run(subcommand: str, ckpt_path: str | None, trainer, datamodule
         resolve_model_path(model.hparams.model_path)
     if checkpoint is not None:
         _check_base_model(checkpoint, model.hparams.model_path)
+    if subcommand == "test":
+        _check_class_scoring(model, datamodule)
+
+
+def _check_class_scoring(model, datamodule) -> None:
+    """What would stop class scoring at the first test batch, after the model loaded and answered."""
+    from dentvlm.model.scoring import MAX_ANSWER_SETS
+
+    hp = model.hparams
+    if not hp.score_classes or "classification" not in datamodule.eval_tasks:
+        return
+    text_attention = hp.attn_implementation
+    if text_attention not in ("sdpa", "eager"):
+        raise ValueError(f"model.score_classes scores class probabilities under sdpa or eager attention for the "
+                         f"language model, not {text_attention!r}: set model.attn_implementation sdpa (the vision "
+                         "tower may keep model.vision_attn_implementation flash_attention_2), or model.score_classes "
+                         "false")
+    classes = len(datamodule.classes)
+    if datamodule.hparams.multi_label and 2 ** classes > MAX_ANSWER_SETS:
+        raise ValueError(f"model.score_classes: {classes} classes make {2 ** classes} multi-label answers to score; "
+                         f"up to {MAX_ANSWER_SETS} are scored (use fewer classes, or model.score_classes false)")
 
 
 def _check_base_model(checkpoint: Path, model_path: str) -> None:

@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from dentvlm.cli_errors import ShortUsageErrors
 from dentvlm.processes import children_die_with_this_process
+from dentvlm.progress_bar import DentProgressBar
 from dentvlm.quiet import quiet_wandb_loggers, silence_library_noise
 from dentvlm.run_folder import (
     FailedRunCleanup,
@@ -29,13 +30,25 @@ from dentvlm.run_folder import (
 TRAINER_DEFAULTS = {"inference_mode": False}
 
 
+def _configures_a_progress_bar(callbacks) -> bool:
+    import pydoc
+
+    from lightning.pytorch.callbacks import ProgressBar
+
+    entries = callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []
+    kinds = [pydoc.locate(str(getattr(entry, "class_path", ""))) for entry in entries]
+    return any(isinstance(kind, type) and issubclass(kind, ProgressBar) for kind in kinds)
+
+
 def trainer_defaults() -> dict:
     """dentvlm's trainer defaults: no inference mode (above), its own progress bar and end-of-fit summary
     (appended to the config's callbacks), and no model summary table (dentvlm prints its parameter counts)."""
     from dentvlm.fit_summary import FitSummary
-    from dentvlm.progress_bar import DentProgressBar
 
-    return {**TRAINER_DEFAULTS, "enable_model_summary": False, "callbacks": [DentProgressBar(), FitSummary()]}
+    from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
+
+    bar = [DentProgressBar()] if _RICH_AVAILABLE else []  # without rich: Lightning's own bar
+    return {**TRAINER_DEFAULTS, "enable_model_summary": False, "callbacks": [*bar, FitSummary()]}
 
 
 class DentArgumentParser(ShortUsageErrors, LightningArgumentParser):
@@ -125,7 +138,12 @@ class DentCLI(LightningCLI):
         checkpoint made with other fine-tuning settings is refused when loading (missing weights)."""
 
     def before_instantiate_classes(self) -> None:
-        keep_wandb_files_in(Path(self.config[self.subcommand]["trainer"].get("default_root_dir") or "."))
+        trainer = self.config[self.subcommand]["trainer"]
+        keep_wandb_files_in(Path(trainer.get("default_root_dir") or "."))
+        if trainer.get("enable_progress_bar") is False or _configures_a_progress_bar(trainer.get("callbacks")):
+            # Lightning refuses a bar callback with the bar off, and a second bar
+            self.trainer_defaults["callbacks"] = [c for c in self.trainer_defaults["callbacks"]
+                                                  if not isinstance(c, DentProgressBar)]
 
     def after_instantiate_classes(self) -> None:
         quiet_wandb_loggers(self.trainer.loggers)
@@ -139,6 +157,8 @@ class DentCLI(LightningCLI):
             endpoint = self._endpoint(subcommand)
             if subcommand in ("validate", "test"):  # dentvlm prints its own tables (per variant, one unit)
                 self.config_init[subcommand]["verbose"] = False
+            if subcommand == "test" and not self.model.hparams.score_classes:
+                self.datamodule.hparams.threshold_split = None  # nothing to choose thresholds from
             if endpoint is None:
                 super()._run_subcommand(subcommand)
             else:

@@ -270,3 +270,29 @@ def test_fit_help_shows_dentvlms_own_options_first(capsys):
              for key in ("--model.model_path", "--data.shards", "--trainer.max_epochs")}
     assert first["--model.model_path"] < 40 and first["--data.shards"] < first["--trainer.max_epochs"]
     assert lines[0].startswith("usage: ") and len(lines[0]) < 120  # one usage line, not 137
+
+
+def test_class_scoring_that_cannot_run_is_refused_before_the_model_is_built(capsys, tmp_path, monkeypatch,
+                                                                          no_model_build):
+    monkeypatch.chdir(tmp_path)
+    line = refusal(capsys, ["test", "--config", TINY, "--data.shards", str(DEMO_SHARDS),
+                            "--model.attn_implementation", "flash_attention_2"])
+    assert "model.score_classes scores class probabilities under sdpa or eager" in line
+    # without scoring, the same settings pass the checks (and fail later only for want of flash-attn)
+    with pytest.raises(SystemExit) as info:
+        main(["test", "--config", TINY, "--model.attn_implementation", "flash_attention_2",
+              "--model.score_classes", "false", "--print_config"])
+    assert info.value.code == 0
+
+
+def test_fit_without_a_progress_bar_or_with_its_own(tmp_path):
+    """Lightning refuses a bar callback with the bar off, and a second bar: dentvlm's own steps aside."""
+    for extra in (["--trainer.enable_progress_bar", "false"],
+                  ["--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar"]):
+        run = tmp_path / extra[0].split(".")[-1].split("=")[0]
+        result = subprocess.run([sys.executable, "-m", "dentvlm", "fit", "--config", TINY, *extra,
+                                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                                 "--trainer.limit_val_batches", "0", "--data.num_workers", "0",
+                                 "--trainer.default_root_dir", str(run)],
+                                capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert result.returncode == 0, result.stderr[-2000:]

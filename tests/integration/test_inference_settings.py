@@ -55,3 +55,21 @@ def test_generation_runs_under_the_runs_autocast(trained_run, tmp_path):
     finally:
         handle.remove()
     assert seen and set(seen) == {torch.bfloat16}
+
+
+@pytest.mark.slow
+def test_a_merged_export_computes_in_its_saved_dtype_and_flash_falls_back_on_a_cpu(trained_run, tmp_path):
+    """A float32 merge exists to keep a small update that bfloat16 rounds away: serving it must not cast it
+    back (no run dtype, no autocast). A run trained with flash attention still loads on a CPU (sdpa)."""
+    from dentvlm.cli import main
+
+    folder = run_with(trained_run, tmp_path, "bf16-mixed", "flash_attention_2")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["model"]["dtype"] = "bfloat16"
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    checkpoint = load_for_inference(folder)
+    assert checkpoint.network.config._attn_implementation == "sdpa" and checkpoint.autocast == torch.bfloat16
+    assert next(checkpoint.network.parameters()).dtype == torch.bfloat16
+    main(["export", str(folder), str(tmp_path / "merged"), "--merge", "true"])
+    merged = load_for_inference(tmp_path / "merged")
+    assert merged.autocast is None and next(merged.network.parameters()).dtype == torch.float32

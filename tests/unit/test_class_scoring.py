@@ -117,3 +117,23 @@ class FakeTokenizer:
 
     def encode(self, text, add_special_tokens=False):
         return [2 + ord(c) % 50 for c in text]
+
+
+def test_text_only_prompts_with_left_padding_score_as_alone(setup):
+    """Without images the padded rows' positions must not count their pads (the answer would start early):
+    each row scores as it does alone in a batch of its own."""
+    from dentvlm.data.tasks import Example
+
+    model, processor, dm, _ = setup
+    texts = ["Which conditions?", "A much longer question about the gums, the teeth and the bite: which conditions?"]
+    items = []
+    for text in texts:
+        example = Example(key="k", task="classification", images=[], target="none", messages=[
+            {"role": "user", "content": [{"type": "text", "text": text}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "none"}]}])
+        items.append(dm.encoder.encode(example, training=False))
+    sets = answer_sets(dm.classes, True, "none", processor.tokenizer)
+    together = score_answers(model, model_inputs(pad_batch(items, dm.encoder.pad_id), generation=True), sets)
+    for row, item in enumerate(items):
+        alone = score_answers(model, model_inputs(pad_batch([item], dm.encoder.pad_id), generation=True), sets)
+        torch.testing.assert_close(together[row], alone[0], rtol=1e-4, atol=2e-4)

@@ -73,9 +73,13 @@ def model_folder(path: str | Path) -> Path:
 
 def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementation: str | None = None,
                        device: str | torch.device = "cpu", base_model: str | None = None) -> InferenceModel:
-    """Load `path` (see `model_folder`) on `device`, in eval mode, computing as the training run's
-    `dentvlm test` did: its weight dtype (`dtype` auto), its attention implementations
-    (`attn_implementation` None) and its mixed precision (autocast; see `InferenceModel.autocast`).
+    """Load `path` (see `model_folder`) on `device`, in eval mode.
+
+    A checkpoint (base model + unmerged adapter) computes as the training run's `dentvlm test` did: its
+    weight dtype (`dtype` auto), its attention implementations (`attn_implementation` None) and its mixed
+    precision (autocast; see `InferenceModel.autocast`). A merged or full model folder computes in the dtype
+    its weights were saved in, without autocast: a float32 merge exists to keep a small LoRA update that
+    bfloat16 would round away. Flash attention falls back to sdpa where it cannot run (a CPU, no flash-attn).
     An adapter's base model is found by `dentvlm.base_model.base_model_folder` (`base_model`: its folder
     when it moved).
 
@@ -90,12 +94,14 @@ def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementatio
 
     folder = model_folder(path)
     description = read_json(folder / DESCRIPTION)
-    run = run_settings(folder, "model")
+    adapter = (folder / "adapter_config.json").is_file()
+    run = run_settings(folder, "model") if adapter else {}
     if dtype == "auto" and run.get("dtype") in ("float32", "bfloat16", "float16"):
         dtype = run["dtype"]
     if attn_implementation is None:
-        attn_implementation = attention(run.get("attn_implementation") or "sdpa", run.get("vision_attn_implementation"))
-    if (folder / "adapter_config.json").is_file():
+        attn_implementation = attention(runnable(run.get("attn_implementation") or "sdpa", device),
+                                        runnable(run.get("vision_attn_implementation"), device))
+    if adapter:
         description = check_checkpoint_folder(folder)  # every file there and readable
         base = base_model_folder(description, folder, base_model)
         network = load_adapter(load_vlm(base, dtype, attn_implementation), folder).get_base_model()  # LoRA inside
@@ -107,8 +113,19 @@ def load_for_inference(path: str | Path, dtype: str = "auto", attn_implementatio
     labels = read_json(folder / "labels.json").get("classes") or description.get("classes")
     return InferenceModel(network=network, processor=folder_processor(folder), source=folder,
                           description=description, classes=tuple(labels or DEFAULT_CLASSES),
-                          data=run_data_settings(folder), autocast=autocast_dtype(run_settings(folder, "trainer")),
-                          base=base)
+                          data=run_data_settings(folder),
+                          autocast=autocast_dtype(run_settings(folder, "trainer")) if adapter else None, base=base)
+
+
+def runnable(implementation: str | None, device: str | torch.device) -> str | None:
+    """`implementation`, or sdpa for a flash attention that cannot run here (a CPU, flash-attn missing)."""
+    import importlib.util
+
+    if not implementation or not implementation.startswith("flash_attention"):
+        return implementation
+    if torch.device(device).type != "cuda" or importlib.util.find_spec("flash_attn") is None:
+        return "sdpa"
+    return implementation
 
 
 def folder_processor(folder: Path):

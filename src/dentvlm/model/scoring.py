@@ -74,16 +74,23 @@ def answer_sets(classes: tuple[str, ...], multi_label: bool, none_answer: str, t
     return AnswerSets(texts, tokens, torch.tensor([len(e) for e in encoded]), membership)
 
 
-def next_positions(network: torch.nn.Module, inputs: dict) -> torch.Tensor:
-    """(B,) the rope position of the token after each prompt (Qwen-VL's 3-D positions run ahead of the
-    token count after images; other models: the prompt's real tokens)."""
-    rope_index = getattr(getattr(network, "model", None), "get_rope_index", None)
+def prompt_positions(network: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions of the (left-padded) prompts, given explicitly to their forward, and (B,) the position
+    of the token after each prompt. Qwen-VL: 3-D rope, whose positions run ahead of the token count after
+    images; without images (or another model) the real tokens count from 0 and pads take 0 (left
+    to the model, a prompt without images would count its pads too, and its answer would start early)."""
+    model = getattr(network, "model", None)
+    rope = hasattr(model, "get_rope_index")
     mask = inputs["attention_mask"]
-    if rope_index is None or "image_grid_thw" not in inputs:
-        return mask.sum(-1)
-    positions, _ = rope_index(inputs["input_ids"], image_grid_thw=inputs["image_grid_thw"], attention_mask=mask,
-                              mm_token_type_ids=inputs.get("mm_token_type_ids"))
-    return positions.masked_fill(~mask.bool().unsqueeze(0), 0).amax(dim=(0, 2)) + 1  # (3, B, P) -> (B,)
+    if rope and "image_grid_thw" in inputs:
+        positions, _ = model.get_rope_index(inputs["input_ids"], image_grid_thw=inputs["image_grid_thw"],
+                                            attention_mask=mask, mm_token_type_ids=inputs.get("mm_token_type_ids"))
+    else:
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        positions = positions.unsqueeze(0).expand(3, -1, -1) if rope else positions
+    real = mask.bool().unsqueeze(0) if positions.dim() == 3 else mask.bool()
+    following = positions.masked_fill(~real, 0).amax(dim=-1)  # (3, B) or (B,)
+    return positions, (following.amax(dim=0) if positions.dim() == 3 else following) + 1
 
 
 def continuation_mask(prefix_mask: torch.Tensor, candidates: int, length: int, attention: str) -> torch.Tensor:
@@ -131,10 +138,11 @@ def score_answers(network: torch.nn.Module, inputs: dict, sets: AnswerSets, max_
     cache = DynamicCache()
     # transformers renamed past_key_values to cache (5.2x); the GPU image may run an earlier 5.x
     cached = {"cache" if "cache" in inspect.signature(network.forward).parameters else "past_key_values": cache}
-    first = network(**inputs, **cached, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+    prefix_positions, start = prompt_positions(network, inputs)  # ..., (B,)
+    first = network(**inputs, position_ids=prefix_positions, **cached, use_cache=True,
+                    logits_to_keep=1).logits[:, -1].float()
     tokens, lengths = sets.tokens.to(device), sets.lengths.to(device)
     scores = first.log_softmax(-1)[:, tokens[:, 0]]  # (B, M): each answer's first token after the prompt
-    start = next_positions(network, inputs)  # (B,)
     length, total = tokens.shape[1], tokens.shape[0]
     vocabulary = network.get_output_embeddings().weight.shape[0]
     per_chunk = max(1, CHUNK_LOGITS // ((max_rows or batch) * length * vocabulary))
