@@ -52,7 +52,8 @@ def main() -> None:
     data = DentDataModule(shards=args.shards, processor_path="tiny", num_workers=0)
     data.setup()
     items = [item for _, item in zip(range(args.samples), iter(data.stream("test", "classification", training=False)))]
-    batches = [pad_batch(items[i: i + args.batch_size], data.encoder.pad_id) for i in range(0, len(items), args.batch_size)]
+    batches = [pad_batch(items[i: i + args.batch_size], data.encoder.pad_id)
+               for i in range(0, len(items), args.batch_size)]
     sets = answer_sets(data.classes, True, "none", module.tokenizer)
 
     def score(batch):

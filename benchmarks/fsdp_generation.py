@@ -36,8 +36,8 @@ def rank_main(rank: int, args, init: str, out: str) -> None:
     from transformers import AutoModelForImageTextToText
 
     from dentvlm.model.build import load_processor
-    from dentvlm.model.inputs import model_inputs
     from dentvlm.model.generation import generation_config
+    from dentvlm.model.inputs import model_inputs
     from dentvlm.model.parallel import gathered_parameters, prepare_for_calls_outside_forward, shard_model
     from dentvlm.model.tiny import ensure_tiny_model
 

@@ -121,7 +121,8 @@ def serve_once(check: Check, folder: Path) -> str:
                 break
             except OSError:
                 if server.poll() is not None:
-                    raise RuntimeError(f"dentvlm serve exited {server.returncode} (log: {check.work / 'serve.log'})")
+                    raise RuntimeError(f"dentvlm serve exited {server.returncode} (log: "
+                                       f"{check.work / 'serve.log'})") from None
                 time.sleep(1)
         image = io.BytesIO()
         Image.new("RGB", (640, 480), (200, 120, 110)).save(image, "JPEG")
@@ -192,7 +193,8 @@ def training_figures(probe: dict, parameters: dict, checkpointing: bool, peak_tf
     per_token = passes * (2 * parameters["text"] + 2 * parameters["layers"] * context * parameters["hidden"])
     per_token += 2 * parameters["vision"] * 4 * image / max(real, 1)
     figures["flops_formula"] = (f"{passes} x (2 x {_count(parameters['text'])} text parameters + attention) per "
-                                f"token + vision forward 2 x {_count(parameters['vision'])} x 4 patches per image token")
+                                f"token + vision forward 2 x {_count(parameters['vision'])} x 4 patches per image "
+                                "token")
     figures["mfu"] = per_token * figures["tokens_per_s"] / (peak_tflops * 1e12) if peak_tflops else None
     return figures
 
@@ -264,7 +266,8 @@ def main() -> int:
     ok = ok and check.dentvlm("shard", "shard", str(work / "release"), str(work / "shards"), "--val", str(val),
                               "--test", str(test), "--salt", "gpu-check", "--overwrite", "true", timeout=600)
     common = ["--config", str(recipe), "--config", str(overlay(check, device)), "--model.model_path",
-              str(work / "model"), "--data.shards", str(work / "shards"), "--trainer.default_root_dir", str(work / "run")]
+              str(work / "model"), "--data.shards", str(work / "shards"),
+              "--trainer.default_root_dir", str(work / "run")]
     common += [part for item in args.override for part in (f"--{item.split('=', 1)[0]}", item.split("=", 1)[1])]
     ok = ok and check.dentvlm("fit", "fit", *common)
     ok = ok and check.dentvlm("test", "test", *common, "--ckpt_path", "last")
@@ -287,7 +290,8 @@ def main() -> int:
     fit_probe, test_probe = (json.loads(p.read_text()) if p.is_file() else {}
                              for p in (work / "probe_fit.json", work / "probe_test.json"))
     if fit_probe.get("train_times"):
-        probe = {**fit_probe, "test_times": test_probe.get("test_times", []), "test_rows": test_probe.get("test_rows", 0)}
+        probe = {**fit_probe, "test_times": test_probe.get("test_times", []),
+                 "test_rows": test_probe.get("test_rows", 0)}
         peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in probe.get("device", "")), None)
         figures = training_figures(probe, model_parameters(work / "model"),
                                    run_config["model"].get("gradient_checkpointing", False), peak)

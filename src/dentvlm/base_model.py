@@ -50,5 +50,6 @@ def base_model_folder(description: dict, where: Path, override: str | None = Non
     if expected and identity(folder)["config_sha256"] != expected.get("config_sha256"):
         raise ValueError(f"{folder}: not the base model this checkpoint was trained on ({where / 'dentvlm.json'} "
                          f"records a {expected.get('model_type')} model from a folder named "
-                         f"{expected.get('folder_name')!r} whose config.json differs); point --base_model at that model")
+                         f"{expected.get('folder_name')!r} whose config.json differs); point --base_model at that "
+                         "model")
     return str(folder)

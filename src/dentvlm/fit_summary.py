@@ -74,5 +74,6 @@ def _log_lines(trainer) -> list[str]:
         elif isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
             run_dir = Path(logger.experiment.dir).parent
             offline = run_dir.name.startswith("offline-run-")
-            lines.append(f"  W&B run: {run_dir}" + (f" (offline; upload with `wandb sync {run_dir}`)" if offline else ""))
+            upload = f" (offline; upload with `wandb sync {run_dir}`)" if offline else ""
+            lines.append(f"  W&B run: {run_dir}{upload}")
     return lines

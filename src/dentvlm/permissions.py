@@ -20,7 +20,7 @@ def follow_umask(folder: Path) -> None:
     """Give `folder`, and every folder and file inside it, the modes a new folder or file gets under the
     current umask (0755 and 0644 under the usual 022)."""
     mask = current_umask()
-    for root, dirs, files in os.walk(folder):
+    for root, _, files in os.walk(folder):
         os.chmod(root, 0o777 & ~mask)
         for name in files:
             path = os.path.join(root, name)

@@ -23,7 +23,6 @@ from dentvlm.run_folder import (
     run_config_path,
 )
 
-
 # Lightning evaluates under torch.inference_mode() by default; FSDP2's all-gather then fails on a GPU
 # ("Inference tensors do not track version counter", in wait_for_unshard at the first test forward).
 # no_grad (inference_mode false) costs nothing measurable here and works under every strategy.
@@ -43,9 +42,9 @@ def _configures_a_progress_bar(callbacks) -> bool:
 def trainer_defaults() -> dict:
     """dentvlm's trainer defaults: no inference mode (above), its own progress bar and end-of-fit summary
     (appended to the config's callbacks), and no model summary table (dentvlm prints its parameter counts)."""
-    from dentvlm.fit_summary import FitSummary
-
     from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
+
+    from dentvlm.fit_summary import FitSummary
 
     bar = [DentProgressBar()] if _RICH_AVAILABLE else []  # without rich: Lightning's own bar
     return {**TRAINER_DEFAULTS, "enable_model_summary": False, "callbacks": [*bar, FitSummary()]}

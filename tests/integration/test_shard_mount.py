@@ -14,9 +14,11 @@ set -e
 mount -t tmpfs tmpfs "$OUT"
 echo mine > "$OUT/README.md"
 "$PY" -m dentvlm shard "$SRC" "$OUT" --salt s --image_long_side 48 --workers 1 --max_count 7
-"$PY" -c "import json,sys; m=json.load(open(sys.argv[1])); print('FIRST', m['splits']['train']['checkups'])" "$OUT/manifest.json"
+"$PY" -c "import json,sys; print('FIRST', json.load(open(sys.argv[1]))['splits']['train']['checkups'])" \
+    "$OUT/manifest.json"
 "$PY" -m dentvlm shard "$SRC" "$OUT" --salt other --image_long_side 40 --workers 1 --max_count 7 --overwrite true
-"$PY" -c "import json,sys; m=json.load(open(sys.argv[1])); print('SECOND', m['settings']['image_long_side'])" "$OUT/manifest.json"
+"$PY" -c "import json,sys; print('SECOND', json.load(open(sys.argv[1]))['settings']['image_long_side'])" \
+    "$OUT/manifest.json"
 echo "BEFORE $(ls -A "$OUT" | tr '\n' ' ')"
 "$PY" -m dentvlm shard "$SRC" "$OUT" --salt other --image_long_side 40 --workers 1 --max_count 7 --overwrite true \
     --source_format sharegpt || echo "FAILED AS EXPECTED"

@@ -14,7 +14,8 @@ def test_age_bands(text, band):
 
 @pytest.mark.parametrize(("gender", "visit", "expected"), [
     ("Female", "First visit", ("female", "first")), ("男", "复诊", ("male", "follow-up")),
-    ("M", "follow up", ("male", "follow-up")), ("", "", ("unknown", "unknown")), ("other", "x", ("unknown", "unknown"))])
+    ("M", "follow up", ("male", "follow-up")), ("", "", ("unknown", "unknown")),
+    ("other", "x", ("unknown", "unknown"))])
 def test_gender_and_visit(gender, visit, expected):
     groups = checkup_groups(Checkup("k", "p", ["photograph"], {"gender": gender, "visit_type": visit}))
     assert (groups["gender"], groups["visit_type"]) == expected

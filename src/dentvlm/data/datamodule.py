@@ -18,7 +18,6 @@ from dentvlm.data.groups import checkup_groups
 from dentvlm.data.rope import knows_rope_of
 from dentvlm.data.shards import ShardSample, decode_image, iter_shard
 from dentvlm.data.stream import CheckupStream, ShardRef
-from dentvlm.data.thumbnails import thumbnail_strip
 from dentvlm.data.tasks import (
     MODALITIES,
     NONE_ANSWER,
@@ -29,6 +28,7 @@ from dentvlm.data.tasks import (
     task_variant,
     with_demonstrations,
 )
+from dentvlm.data.thumbnails import thumbnail_strip
 from dentvlm.data.vision_plan import VisionGeometry, vision_geometry
 from dentvlm.data.wire import WireBatch, from_wire
 from dentvlm.labels import DEFAULT_CLASSES, LabelParser

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from dentvlm.data.collate import Encoded, pad_batch
-from dentvlm.model.inputs import PixelNormalizer, model_inputs
 from dentvlm.model.generation import generation_config
+from dentvlm.model.inputs import PixelNormalizer, model_inputs
 
 
 @dataclass(frozen=True)

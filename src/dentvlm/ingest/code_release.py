@@ -212,8 +212,8 @@ def _row_to_item(where: str, cells: dict[str, str], table: CsvTable, release, sa
         for name in file_names(cell(column)):
             path = resolve_inside(folder, name, release.root)
             if path is None:
-                return Skip(IMAGE_OUTSIDE_SOURCE, f"{where}: {column} entry {name!r} points outside {folder} or outside "
-                                                  f"the release folder {release.root}")
+                return Skip(IMAGE_OUTSIDE_SOURCE, f"{where}: {column} entry {name!r} points outside {folder} or "
+                                                  f"outside the release folder {release.root}")
             paths.append(path)
             modalities.append(modality)
     checkup = Checkup(

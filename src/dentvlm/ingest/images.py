@@ -164,7 +164,8 @@ def prepare_image_bytes(data: bytes, policy: ImagePolicy, where: str) -> bytes:
     except UnsupportedMode as exc:
         raise ImageRejected(UNSUPPORTED, f"{where}: {exc}") from None
     except (OSError, ValueError) as exc:  # PIL reports truncated or broken pixel data at load time
-        raise ImageRejected(TRUNCATED, f"{where}: image data is truncated or corrupt ({_without_buffer(exc)})") from None
+        raise ImageRejected(TRUNCATED,
+                            f"{where}: image data is truncated or corrupt ({_without_buffer(exc)})") from None
     finally:
         image.close()
 

@@ -27,8 +27,8 @@ from dentvlm.model.build import (
     resolve_model_path,
 )
 from dentvlm.model.fast_paths import apply_fast_paths
-from dentvlm.model.generation import generation_config
 from dentvlm.model.finetune import ALL_LINEAR, FinetuneSpec, apply_finetuning, parameter_counts
+from dentvlm.model.generation import generation_config
 from dentvlm.model.inputs import PixelNormalizer, model_inputs, with_vision_keepalive
 from dentvlm.model.loss import answer_loss
 from dentvlm.model.parallel import (
