@@ -29,6 +29,18 @@ from dentvlm.run_folder import (
 TRAINER_DEFAULTS = {"inference_mode": False}
 
 
+def finish_wandb_runs(trainer) -> None:
+    """End the command's W&B run: its last records reach the run file now, and a next command in the same
+    process (a notebook, a test) starts a run of its own instead of logging into this one (Lightning's
+    WandbLogger reuses any run in progress)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+            logger.experiment.finish()
+            logger._experiment = None
+
+
 def _configures_a_progress_bar(callbacks) -> bool:
     import pydoc
 
@@ -169,6 +181,9 @@ class DentCLI(LightningCLI):
         except BaseException:
             cleanup.discard()
             raise
+        finish_wandb_runs(self.trainer)
+
+
 
     def _endpoint(self, subcommand: str):
         """The endpoint settings when `dentvlm test` evaluates an endpoint, else None."""
