@@ -137,3 +137,19 @@ def test_text_only_prompts_with_left_padding_score_as_alone(setup):
     for row, item in enumerate(items):
         alone = score_answers(model, model_inputs(pad_batch([item], dm.encoder.pad_id), generation=True), sets)
         torch.testing.assert_close(together[row], alone[0], rtol=1e-4, atol=2e-4)
+
+
+def test_the_answer_trie_shares_prefixes_and_rebuilds_every_answer(setup):
+    from dentvlm.model.scoring import AnswerTrie
+
+    _, processor, dm, _ = setup
+    sets = answer_sets(dm.classes, True, "none", processor.tokenizer)
+    trie = AnswerTrie.of(sets)
+    assert len(trie.tokens) < int(sets.lengths.sum()) / 2  # shared prefixes: far fewer tokens to compute
+    for row in range(len(sets.texts)):
+        path = trie.paths[row, : sets.lengths[row]]
+        torch.testing.assert_close(trie.tokens[path], sets.tokens[row, : sets.lengths[row]])
+        assert trie.parents[path[0]] == -1 and all(trie.parents[path[1:]] == path[:-1])
+    seen = trie.seen(0, len(trie.tokens))
+    assert all(seen[i, i] for i in range(len(trie.tokens)))
+    assert all(seen[i, trie.parents[i]] for i in range(len(trie.tokens)) if trie.parents[i] >= 0)

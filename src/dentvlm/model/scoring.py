@@ -9,10 +9,12 @@ probability of the sets that contain it: an exact marginal under the model's own
 probable set is what greedy decoding tends to write. (A per-class "yes or no?" question would ask a
 fine-tuned model something it was never trained to answer.)
 
-Cost: the checkup's images and prompt are encoded once (one forward that fills the KV cache); all the
-candidate answers then follow that prefix in one row per checkup, each attending to the prefix and to its
-own tokens only (a block-diagonal 4-D mask, positions restarting after the prefix), in chunks sized so the
-logits stay bounded. `benchmarks/class_scoring.py` puts the cost beside generation.
+Cost: the checkup's images and prompt are encoded once (one forward that fills the KV cache); the
+candidate answers then follow that prefix as one prefix tree of tokens per checkup (answers that begin
+alike share those tokens: 64 answers of up to ~30 tokens make a few hundred nodes), each token attending
+to the prompt and its own earlier tokens only (a tree mask, positions counted from the prompt's end), in
+chunks of whole subtrees sized so the logits stay bounded. `benchmarks/class_scoring.py` puts the cost
+beside generation.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-# Logits computed per continuation chunk: bounds the memory of scoring at ~1 GiB in float32.
+# Logits computed per continuation chunk (float32 values, and their log-softmax): ~2 GiB at most, where a
+# subtree of the answers allows it.
 CHUNK_LOGITS = 1 << 28
 MAX_ANSWER_SETS = 256  # 2^8: up to 8 classes are scored exactly
 
@@ -93,10 +96,66 @@ def prompt_positions(network: torch.nn.Module, inputs: dict) -> tuple[torch.Tens
     return positions, (following.amax(dim=0) if positions.dim() == 3 else following) + 1
 
 
-def continuation_mask(prefix_mask: torch.Tensor, candidates: int, length: int, attention: str) -> torch.Tensor:
-    """(B, 1, C*T, P + C*T) mask: each candidate's tokens see the prefix's real tokens and the earlier
-    tokens of the same candidate, nothing else. Boolean (True: attend) for sdpa, additive float for eager,
-    which adds it to the scores; flash attention takes no such mask.
+@dataclass(frozen=True)
+class AnswerTrie:
+    """The allowed answers as a prefix tree of tokens: answers that begin alike ("malocclusion, ..." is how
+    32 of the 64 begin) share their first tokens, so each distinct prefix is computed once. Nodes are in
+    depth-first order, so each subtree under the prompt is a contiguous range.
+
+    Attributes:
+        tokens: (N,) the token of each node.
+        parents: (N,) the parent node, -1 for a node that follows the prompt itself.
+        depth: (N,) tokens after the prompt before this node.
+        paths: (M, T) the node of each answer's t-th token, -1 past its end.
+    """
+
+    tokens: torch.Tensor
+    parents: torch.Tensor
+    depth: torch.Tensor
+    paths: torch.Tensor
+
+    @staticmethod
+    def of(sets: AnswerSets) -> AnswerTrie:
+        children: dict = {}
+        for row in range(len(sets.texts)):
+            node = children
+            for token in sets.tokens[row, : sets.lengths[row]].tolist():
+                node = node.setdefault(token, {})
+        tokens, parents, depth, index = [], [], [], {}
+
+        def visit(node: dict, parent: int, level: int, prefix: tuple) -> None:
+            for token, below in node.items():
+                index[prefix + (token,)] = len(tokens)
+                tokens.append(token), parents.append(parent), depth.append(level)
+                visit(below, index[prefix + (token,)], level + 1, prefix + (token,))
+
+        visit(children, -1, 0, ())
+        paths = torch.full(sets.tokens.shape, -1, dtype=torch.long)
+        for row in range(len(sets.texts)):
+            answer = tuple(sets.tokens[row, : sets.lengths[row]].tolist())
+            paths[row, : len(answer)] = torch.tensor([index[answer[: t + 1]] for t in range(len(answer))])
+        return AnswerTrie(torch.tensor(tokens), torch.tensor(parents), torch.tensor(depth), paths)
+
+    def subtrees(self) -> list[tuple[int, int]]:
+        """(first, end) node ranges of the subtrees under the prompt."""
+        roots = (self.parents == -1).nonzero().flatten().tolist()
+        return list(zip(roots, [*roots[1:], len(self.tokens)]))
+
+    def seen(self, first: int, end: int) -> torch.Tensor:
+        """(n, n) True where node i of the range may attend to node j: j is i or one of its ancestors."""
+        n = end - first
+        seen = torch.eye(n, dtype=torch.bool)
+        for i in range(n):
+            parent = int(self.parents[first + i])
+            if parent >= first:
+                seen[i] |= seen[parent - first]
+        return seen
+
+
+def continuation_mask(prefix_mask: torch.Tensor, seen: torch.Tensor, attention: str) -> torch.Tensor:
+    """(B, 1, n, P + n) mask: each answer token sees the prompt's real tokens and its own earlier tokens (its
+    ancestors in the trie), nothing else. Boolean (True: attend) for sdpa, additive float for eager, which
+    adds it to the scores; flash attention takes no such mask.
 
     Raises:
         ValueError: the language model's attention implementation takes no 4-D mask.
@@ -106,19 +165,31 @@ def continuation_mask(prefix_mask: torch.Tensor, candidates: int, length: int, a
                          "model.attn_implementation sdpa (model.vision_attn_implementation may stay flash), or "
                          "model.score_classes false")
     batch, prefix = prefix_mask.shape
-    block = torch.ones((length, length), dtype=torch.bool, device=prefix_mask.device).tril()
-    own = torch.block_diag(*[block] * candidates)  # (C*T, C*T)
-    seen = torch.cat([prefix_mask.bool()[:, None, :].expand(batch, candidates * length, prefix),
-                      own.expand(batch, -1, -1)], dim=2)[:, None]
+    n = seen.shape[0]
+    allowed = torch.cat([prefix_mask.bool()[:, None, :].expand(batch, n, prefix),
+                         seen.to(prefix_mask.device).expand(batch, -1, -1)], dim=2)[:, None]
     if attention == "sdpa":
-        return seen
-    return torch.zeros(seen.shape, device=seen.device).masked_fill(~seen, torch.finfo(torch.float32).min)
+        return allowed
+    return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
 
 
 def text_attention(network: torch.nn.Module) -> str:
     """The language model's attention implementation (a model may give its vision tower another)."""
     config = getattr(network.config, "text_config", None) or network.config
     return getattr(config, "_attn_implementation", None) or "sdpa"
+
+
+def chunks(trie: AnswerTrie, rows: int, vocabulary: int) -> list[tuple[int, int]]:
+    """Contiguous node ranges, whole subtrees each, whose logits (rows x nodes x vocabulary) stay within
+    `CHUNK_LOGITS` where a subtree allows it: a chunk is scored with one forward after the prompt."""
+    budget = max(1, CHUNK_LOGITS // (rows * vocabulary))
+    ranges: list[tuple[int, int]] = []
+    for first, end in trie.subtrees():
+        if ranges and end - ranges[-1][0] <= budget:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((first, end))
+    return ranges
 
 
 @torch.no_grad()
@@ -140,30 +211,28 @@ def score_answers(network: torch.nn.Module, inputs: dict, sets: AnswerSets, max_
     cached = {"cache" if "cache" in inspect.signature(network.forward).parameters else "past_key_values": cache}
     prefix_positions, start = prompt_positions(network, inputs)  # ..., (B,)
     first = network(**inputs, position_ids=prefix_positions, **cached, use_cache=True,
-                    logits_to_keep=1).logits[:, -1].float()
-    tokens, lengths = sets.tokens.to(device), sets.lengths.to(device)
-    scores = first.log_softmax(-1)[:, tokens[:, 0]]  # (B, M): each answer's first token after the prompt
-    length, total = tokens.shape[1], tokens.shape[0]
+                    logits_to_keep=1).logits[:, -1].float().log_softmax(-1)  # (B, V)
+    trie = AnswerTrie.of(sets)
+    tokens, parents, depth = (t.to(device) for t in (trie.tokens, trie.parents, trie.depth))
+    node_logp = torch.zeros((batch, len(tokens)), device=device)  # log p(node's token | prompt, ancestors)
+    roots = parents == -1
+    node_logp[:, roots] = first[:, tokens[roots]]
     vocabulary = network.get_output_embeddings().weight.shape[0]
-    per_chunk = max(1, CHUNK_LOGITS // ((max_rows or batch) * length * vocabulary))
     attention, rope = text_attention(network), hasattr(getattr(network, "model", None), "get_rope_index")
-    for begin in range(0, total, per_chunk):
-        chunk = tokens[begin: begin + per_chunk]  # (C, T)
-        count = chunk.shape[0]
-        ids = chunk.reshape(1, -1).expand(batch, -1)  # (B, C*T): the candidates one after another
-        offsets = torch.arange(length, device=device).repeat(count)  # positions restart for each candidate
-        positions = start[:, None] + offsets[None]  # (B, C*T)
+    for begin, end in chunks(trie, max_rows or batch, vocabulary):
+        positions = start[:, None] + depth[None, begin:end]  # (B, n): each token after its ancestors
         if rope:  # text tokens take one position on all three rope axes
             positions = positions.unsqueeze(0).expand(3, -1, -1)
-        mask = continuation_mask(inputs["attention_mask"], count, length, attention)
-        logits = network(input_ids=ids, attention_mask=mask, position_ids=positions, **cached,
-                         use_cache=True).logits.float()  # (B, C*T, V)
+        mask = continuation_mask(inputs["attention_mask"], trie.seen(begin, end), attention)
+        ids = tokens[None, begin:end].expand(batch, -1)
+        logp = network(input_ids=ids, attention_mask=mask, position_ids=positions, **cached,
+                       use_cache=True).logits.float().log_softmax(-1)  # (B, n, V): what follows each node
         cache.crop(prefix - cache.get_seq_length())  # back to the prompt (a negative count removes tokens)
-        logp = logits.view(batch, count, length, -1)[:, :, :-1].log_softmax(-1)  # predicts tokens 1..T-1
-        taken = logp.gather(-1, chunk[None, :, 1:, None].expand(batch, -1, -1, 1)).squeeze(-1)  # (B, C, T-1)
-        real = torch.arange(1, length, device=device)[None] < lengths[begin: begin + count, None]  # (C, T-1)
-        scores[:, begin: begin + count] += (taken * real).sum(-1)
-    return scores
+        inside = (parents[begin:end] >= begin).nonzero().flatten() + begin  # nodes whose parent is in the chunk
+        node_logp[:, inside] = logp[:, parents[inside] - begin, :].gather(-1, tokens[None, inside, None].expand(
+            batch, -1, 1)).squeeze(-1)
+    paths = trie.paths.to(device)
+    return (node_logp[:, paths.clamp(min=0)] * (paths >= 0)).sum(-1)  # (B, M)
 
 
 def class_probabilities(log_scores: torch.Tensor, sets: AnswerSets) -> tuple[torch.Tensor, torch.Tensor]:
