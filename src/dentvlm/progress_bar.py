@@ -37,6 +37,12 @@ class DentProgressBar(RichProgressBar):
         self._fit_started = time.monotonic()
         super().on_fit_start(trainer, pl_module)
 
+    @property
+    def test_description(self) -> str:
+        """Which variant `dentvlm test` is evaluating (fine-tuned, base, ...): it runs several."""
+        variant = getattr(self.trainer.lightning_module, "variant", None)
+        return f"Testing {variant}" if variant else "Testing"
+
     def _get_train_description(self, current_epoch: int) -> str:
         total = self.trainer.max_epochs
         return f"Epoch {current_epoch + 1}" + (f"/{total}" if total and total > 0 else "")

@@ -11,7 +11,9 @@ import warnings
 
 # Lightning's informational lines, by the start of their message.
 LIGHTNING_NOISE = ("💡 Tip", "GPU available", "TPU available", "HPU available", "Seed set to",
-                   "Loading `train_dataloader` to estimate", "`Trainer(limit_", "`Trainer.fit` stopped")
+                   "Loading `train_dataloader` to estimate", "`Trainer(limit_", "`Trainer.fit` stopped",
+                   "Restoring states from the checkpoint", "Loaded model weights from the checkpoint",
+                   "Restored all states from the checkpoint")
 # Warnings from inside the libraries about their own APIs, raised by calls dentvlm makes correctly.
 WARNING_NOISE = (
     r".*is_gradient_checkpointing.* is deprecated",

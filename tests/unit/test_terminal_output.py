@@ -44,3 +44,10 @@ def test_the_fit_summary_names_the_best_epoch_checkpoints_and_logs():
     assert text.startswith("dentvlm fit: done, 3 epochs (30 optimizer steps)")
     assert "best epoch 2: val/classification/loss 0.4, val/classification/subset_accuracy 0.1" in text
     assert "best checkpoint: runs/x/checkpoints/epoch=1.ckpt" in text and "last checkpoint: runs/x/last.ckpt" in text
+
+
+def test_the_test_bar_names_the_variant(monkeypatch):
+    bar = DentProgressBar()
+    trainer = fake_trainer(lightning_module=SimpleNamespace(variant="base_few_shot"))
+    monkeypatch.setattr(DentProgressBar, "trainer", property(lambda self: trainer))
+    assert bar.test_description == "Testing base_few_shot"
