@@ -45,7 +45,7 @@ class FitSummary(L.Callback):
             lines.append(f"  best checkpoint: {checkpoint.best_model_path}")
         if checkpoint is not None and checkpoint.last_model_path:
             lines.append(f"  last checkpoint: {checkpoint.last_model_path}")
-        lines += _log_lines(trainer)
+        lines += log_lines(trainer)
         lines.append(f"  results: `dentvlm test --config <this config> --ckpt_path last` writes "
                      f"{Path(trainer.default_root_dir) / 'results'}")
         return "\n".join(lines)
@@ -66,10 +66,11 @@ def _headline(key: str) -> bool:
                          "/finding_macro_f1"))
 
 
-def _log_lines(trainer) -> list[str]:
+def log_lines(trainer) -> list[str]:
+    """Where this command's loggers wrote (`dentvlm test` has logs of its own beside fit's)."""
     lines = []
     for logger in trainer.loggers:
-        if isinstance(logger, CSVLogger):
+        if isinstance(logger, CSVLogger) and (Path(logger.log_dir) / "metrics.csv").is_file():
             lines.append(f"  metrics: {Path(logger.log_dir) / 'metrics.csv'}")
         elif isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
             run_dir = Path(logger.experiment.dir).parent

@@ -8,6 +8,7 @@ with a manifest is complete, and a failed build leaves the old one as it was.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import random
@@ -235,7 +236,9 @@ def load_manifest(shard_dir: Path) -> dict:
         folder = Path(shard_dir)
         state = "exists but holds no" if folder.is_dir() else "does not exist, so no"
         relative = "" if folder.is_absolute() else f" (relative paths are read from the current folder, {Path.cwd()})"
-        raise FileNotFoundError(f"{shard_dir}: the folder {folder.absolute()} {state} {MANIFEST}{relative}; build "
+        near = _near_shard_folder(folder)
+        hint = f"did you mean {near}? Otherwise build" if near else "build"
+        raise FileNotFoundError(f"{shard_dir}: the folder {folder.absolute()} {state} {MANIFEST}{relative}; {hint} "
                                 "shards with `dentvlm shard` first")
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
@@ -248,6 +251,24 @@ def load_manifest(shard_dir: Path) -> dict:
                          f"{FORMAT_VERSION}; rebuild the shards with `dentvlm shard ... --overwrite true`")
     _check_manifest(manifest, path)
     return manifest
+
+
+def _near_shard_folder(folder: Path) -> str | None:
+    """A shard folder whose path differs from a mistyped one by near misses (`shard/demo` -> `shards/demo`)."""
+    parts = folder.parts
+    current = Path(parts[0]) if folder.is_absolute() else Path(".")
+    for part in parts[1:] if folder.is_absolute() else parts:
+        if not (current / part).exists():
+            try:
+                names = [p.name for p in current.iterdir() if p.is_dir()]
+            except OSError:
+                return None
+            close = difflib.get_close_matches(part, names, n=1, cutoff=0.75)
+            if not close:
+                return None
+            part = close[0]
+        current = current / part
+    return str(current) if (current / MANIFEST).is_file() and current != folder else None
 
 
 def _check_manifest(manifest: dict, path: Path) -> None:

@@ -216,8 +216,10 @@ class DentCLI(LightningCLI):
         self._print_results()
 
     def _print_results(self) -> None:
+        from dentvlm.fit_summary import log_lines
+
         if self.trainer.is_global_zero:
-            print(self._results_writer().summary(), flush=True)
+            print("\n".join([self._results_writer().summary(), *log_lines(self.trainer)]), flush=True)
 
 
 def with_environment_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:

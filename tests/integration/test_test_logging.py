@@ -1,6 +1,6 @@
 """`dentvlm test` logs each variant (fine-tuned, base, base_few_shot) under its own name in W&B and the CSV,
-with a table of its predictions and its plots; the terminal shows one compact block per variant and where
-the results are; metrics.json says exactly which checkpoint it scored."""
+with a table of its predictions and its plots; the terminal shows one compact block per variant, where
+the results are and where its own logs went; metrics.json says exactly which checkpoint it scored."""
 
 import csv
 import hashlib
@@ -75,3 +75,5 @@ def test_the_terminal_shows_one_block_per_variant_and_the_results_folder(trained
     assert [b.split()[0] for b in blocks] == ["fine-tuned", "base"]
     assert "classification (16 checkups" in out and "Subset acc." in out
     assert f"results: {tmp_path / 'results'}/report.md" in out
+    [logged] = [line.split("metrics: ")[1] for line in out.splitlines() if line.startswith("  metrics: ")]
+    assert logged.endswith("metrics.csv") and "test/fine-tuned/classification/subset_accuracy" in open(logged).read()

@@ -110,3 +110,17 @@ def test_sharegpt_fixture_to_shards(sharegpt_fixture, tmp_path):
                             progress=False)
     assert manifest["splits"]["train"]["tasks"] == {"chat": 6}
     assert manifest["splits"]["train"]["images"]["photograph"] == 8
+
+
+def test_a_mistyped_shard_folder_is_answered_with_the_near_one(small_shards, tmp_path, monkeypatch):
+    parent = tmp_path / "shards"
+    shutil.copytree(small_shards, parent / "demo")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"did you mean shards/demo\?"):
+        load_manifest("shard/demo")
+    with pytest.raises(FileNotFoundError) as absolute:
+        load_manifest(tmp_path / "shards" / "dem")
+    assert f"did you mean {parent / 'demo'}?" in str(absolute.value)
+    with pytest.raises(FileNotFoundError) as unrelated:
+        load_manifest("elsewhere/demo")
+    assert "did you mean" not in str(unrelated.value)
