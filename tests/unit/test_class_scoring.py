@@ -77,8 +77,26 @@ def test_small_chunks_give_the_same_scores(setup, monkeypatch):
     model, processor, dm, inputs = setup
     sets = answer_sets(dm.classes, True, "none", processor.tokenizer)
     whole = score_answers(model, inputs, sets)
-    monkeypatch.setattr(scoring, "CHUNK_LOGITS", 1)  # one candidate per forward
+    monkeypatch.setattr(scoring, "CHUNK_LOGITS", 1)  # one inner node per forward: subtrees split into pieces
+    groups = scoring.chunks(sets.trie, 3, model.config.text_config.vocab_size)
+    assert max(len(group) for group in groups) > 10
     torch.testing.assert_close(score_answers(model, inputs, sets), whole, rtol=1e-4, atol=1e-4)
+
+
+def test_chunks_cover_every_node_once_and_keep_each_forward_within_the_budget():
+    import dentvlm.model.scoring as scoring
+
+    sets = answer_sets(tuple("abcdefgh"), True, "none", FakeTokenizer())
+    trie, inner = sets.trie, sets.trie.inner().tolist()
+    for budget in (1, 7, 40, 10_000):
+        groups = scoring.chunks(trie, 1, scoring.CHUNK_LOGITS // budget)
+        pieces = [piece for group in groups for piece in group]
+        assert [n for begin, end in pieces for n in range(begin, end)] == list(range(len(trie.tokens)))
+        assert all(sum(inner[begin:end]) <= budget or end - begin == 1 for begin, end in pieces)
+        for group in groups:  # a group is whole subtrees: no node's parent lies in an earlier group
+            first, end = group[0][0], group[-1][1]
+            assert all(trie.parents[n] == -1 or trie.parents[n] >= first for n in range(first, end))
+    assert len(scoring.chunks(trie, 1, scoring.CHUNK_LOGITS // 10_000)) == 1
 
 
 def test_marginals_sum_the_sets_that_hold_each_class():

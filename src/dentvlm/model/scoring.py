@@ -13,12 +13,13 @@ Cost: the checkup's images and prompt are encoded once (one forward that fills t
 candidate answers then follow that prefix as one prefix tree of tokens per checkup (answers that begin
 alike share those tokens: 64 answers of up to ~30 tokens make a few hundred nodes), each token attending
 to the prompt and its own earlier tokens only (a tree mask, positions counted from the prompt's end), in
-chunks of whole subtrees sized so the logits stay bounded. `benchmarks/class_scoring.py` puts the cost
+forwards sized so the logits stay bounded (only a token that another follows needs its logits). `benchmarks/class_scoring.py` puts the cost
 beside generation.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-# Logits computed per continuation chunk (float32 values, and their log-softmax): ~2 GiB at most, where a
-# subtree of the answers allows it.
+# Logits computed per forward over answer tokens, in the model's compute dtype (0.5 GiB in bf16, 1 GiB in
+# float32); one row's float32 log-normaliser is computed at a time.
 CHUNK_LOGITS = 1 << 28
 MAX_ANSWER_SETS = 256  # 2^8: up to 8 classes are scored exactly
 
@@ -47,6 +48,11 @@ class AnswerSets:
     tokens: torch.Tensor
     lengths: torch.Tensor
     membership: torch.Tensor
+
+    @functools.cached_property
+    def trie(self) -> AnswerTrie:
+        """The answers' prefix tree, built once (a frozen dataclass still has an instance dict to cache in)."""
+        return AnswerTrie.of(self)
 
 
 def answer_sets(classes: tuple[str, ...], multi_label: bool, none_answer: str, tokenizer) -> AnswerSets:
@@ -136,6 +142,13 @@ class AnswerTrie:
             paths[row, : len(answer)] = torch.tensor([index[answer[: t + 1]] for t in range(len(answer))])
         return AnswerTrie(torch.tensor(tokens), torch.tensor(parents), torch.tensor(depth), paths)
 
+    def inner(self) -> torch.Tensor:
+        """(N,) True for a node that another follows: only these nodes' logits are read (a leaf is an
+        answer's end token)."""
+        inner = torch.zeros(len(self.tokens), dtype=torch.bool)
+        inner[self.parents[self.parents >= 0]] = True
+        return inner
+
     def subtrees(self) -> list[tuple[int, int]]:
         """(first, end) node ranges of the subtrees under the prompt."""
         roots = (self.parents == -1).nonzero().flatten().tolist()
@@ -179,17 +192,31 @@ def text_attention(network: torch.nn.Module) -> str:
     return getattr(config, "_attn_implementation", None) or "sdpa"
 
 
-def chunks(trie: AnswerTrie, rows: int, vocabulary: int) -> list[tuple[int, int]]:
-    """Contiguous node ranges, whole subtrees each, whose logits (rows x nodes x vocabulary) stay within
-    `CHUNK_LOGITS` where a subtree allows it: a chunk is scored with one forward after the prompt."""
+def chunks(trie: AnswerTrie, rows: int, vocabulary: int) -> list[list[tuple[int, int]]]:
+    """How the nodes are scored, so that each forward's logits (rows x its inner nodes x vocabulary) stay
+    within `CHUNK_LOGITS`: groups of whole, consecutive subtrees, each a list of contiguous pieces scored by
+    one forward each. Subtrees are grouped while the budget allows (COde's six classes with Qwen's tokenizer:
+    100 inner nodes in all, one group up to evaluation batch 17); a subtree over the budget is a group of its
+    own, its pieces each attending to the earlier pieces through the cache. The result depends only on its
+    arguments, so every rank runs as many forwards (FSDP2)."""
     budget = max(1, CHUNK_LOGITS // (rows * vocabulary))
-    ranges: list[tuple[int, int]] = []
+    inner = trie.inner().tolist()
+    groups: list[list[tuple[int, int]]] = []
     for first, end in trie.subtrees():
-        if ranges and end - ranges[-1][0] <= budget:
-            ranges[-1] = (ranges[-1][0], end)
+        cost = sum(inner[first:end])
+        if groups and len(groups[-1]) == 1 and sum(inner[groups[-1][0][0]:end]) <= budget:
+            groups[-1] = [(groups[-1][0][0], end)]
+        elif cost <= budget:
+            groups.append([(first, end)])
         else:
-            ranges.append((first, end))
-    return ranges
+            pieces, begin, taken = [], first, 0
+            for node in range(first, end):
+                if taken + inner[node] > budget and node > begin:
+                    pieces.append((begin, node))
+                    begin, taken = node, 0
+                taken += inner[node]
+            groups.append([*pieces, (begin, end)])
+    return groups
 
 
 @torch.no_grad()
@@ -212,27 +239,36 @@ def score_answers(network: torch.nn.Module, inputs: dict, sets: AnswerSets, max_
     prefix_positions, start = prompt_positions(network, inputs)  # ..., (B,)
     first = network(**inputs, position_ids=prefix_positions, **cached, use_cache=True,
                     logits_to_keep=1).logits[:, -1].float().log_softmax(-1)  # (B, V)
-    trie = AnswerTrie.of(sets)
-    tokens, parents, depth = (t.to(device) for t in (trie.tokens, trie.parents, trie.depth))
-    node_logp = torch.zeros((batch, len(tokens)), device=device)  # log p(node's token | prompt, ancestors)
-    roots = parents == -1
-    node_logp[:, roots] = first[:, tokens[roots]]
+    trie = sets.trie
+    inner = trie.inner()
+    tokens = trie.tokens.to(device)
+    node_logp = torch.zeros((batch, len(trie.tokens)), device=device)  # log p(node's token | prompt, ancestors)
+    roots = (trie.parents == -1).nonzero().flatten()
+    node_logp[:, roots.to(device)] = first[:, trie.tokens[roots].to(device)]
+    depth = trie.depth.to(device)
     vocabulary = network.get_output_embeddings().weight.shape[0]
     attention, rope = text_attention(network), hasattr(getattr(network, "model", None), "get_rope_index")
-    for begin, end in chunks(trie, max_rows or batch, vocabulary):
-        positions = start[:, None] + depth[None, begin:end]  # (B, n): each token after its ancestors
-        if rope:  # text tokens take one position on all three rope axes
-            positions = positions.unsqueeze(0).expand(3, -1, -1)
-        mask = continuation_mask(inputs["attention_mask"], trie.seen(begin, end), attention)
-        ids = tokens[None, begin:end].expand(batch, -1)
-        logp = network(input_ids=ids, attention_mask=mask, position_ids=positions, **cached,
-                       use_cache=True).logits.float().log_softmax(-1)  # (B, n, V): what follows each node
+    for group in chunks(trie, max_rows or batch, vocabulary):
+        first = group[0][0]
+        for begin, end in group:
+            positions = start[:, None] + depth[None, begin:end]  # (B, n): each token after its ancestors
+            if rope:  # text tokens take one position on all three rope axes
+                positions = positions.unsqueeze(0).expand(3, -1, -1)
+            seen = trie.seen(first, end)[begin - first:]  # this piece's nodes over the group's so far (cached)
+            mask = continuation_mask(inputs["attention_mask"], seen, attention)
+            ids = tokens[None, begin:end].expand(batch, -1)
+            kept = inner[begin:end].nonzero().flatten()  # piece positions whose logits are read (host indices)
+            logits = network(input_ids=ids, attention_mask=mask, position_ids=positions, **cached, use_cache=True,
+                             logits_to_keep=kept.to(device)).logits  # (B, kept, V): what follows each inner node
+            normaliser = torch.stack([row.float().logsumexp(-1) for row in logits])  # (B, kept), a row at a time
+            inside = ((trie.parents >= begin) & (trie.parents < end)).nonzero().flatten()  # parent in this piece
+            slot = torch.searchsorted(kept, trie.parents[inside] - begin).to(device)  # the parent's row in `kept`
+            token = trie.tokens[inside].to(device)
+            node_logp[:, inside.to(device)] = logits[:, slot, token].float() - normaliser[:, slot]
         cache.crop(prefix - cache.get_seq_length())  # back to the prompt (a negative count removes tokens)
-        inside = (parents[begin:end] >= begin).nonzero().flatten() + begin  # nodes whose parent is in the chunk
-        node_logp[:, inside] = logp[:, parents[inside] - begin, :].gather(-1, tokens[None, inside, None].expand(
-            batch, -1, 1)).squeeze(-1)
     paths = trie.paths.to(device)
-    return (node_logp[:, paths.clamp(min=0)] * (paths >= 0)).sum(-1)  # (B, M)
+    chosen = node_logp[:, paths.clamp(min=0)]
+    return torch.where(paths >= 0, chosen, torch.zeros((), device=device)).sum(-1)  # (B, M)
 
 
 def class_probabilities(log_scores: torch.Tensor, sets: AnswerSets) -> tuple[torch.Tensor, torch.Tensor]:
