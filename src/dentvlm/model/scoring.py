@@ -13,8 +13,8 @@ Cost: the checkup's images and prompt are encoded once (one forward that fills t
 candidate answers then follow that prefix as one prefix tree of tokens per checkup (answers that begin
 alike share those tokens: 64 answers of up to ~30 tokens make a few hundred nodes), each token attending
 to the prompt and its own earlier tokens only (a tree mask, positions counted from the prompt's end), in
-forwards sized so the logits stay bounded (only a token that another follows needs its logits). `benchmarks/class_scoring.py` puts the cost
-beside generation.
+forwards sized so the logits stay bounded (only a token that another follows needs its logits).
+`benchmarks/class_scoring.py` puts the cost beside generation.
 """
 
 from __future__ import annotations
