@@ -11,6 +11,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
+from dentvlm.progress import clock
+
 
 class FitSummary(L.Callback):
     """Keeps each epoch's validation numbers and prints the end-of-fit summary (rank 0)."""
@@ -33,9 +35,8 @@ class FitSummary(L.Callback):
             print(self.summary(trainer), flush=True)
 
     def summary(self, trainer) -> str:
-        seconds = int(time.monotonic() - self.started)
         lines = [f"dentvlm fit: done, {trainer.current_epoch} epochs ({trainer.global_step} optimizer steps) in "
-                 f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
+                 f"{clock(time.monotonic() - self.started)}"]
         checkpoint = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None)
         best = self._best_epoch(checkpoint)
         if best is not None:

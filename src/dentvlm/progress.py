@@ -50,7 +50,7 @@ class LineProgress(L.Callback):
 
     def _print(self, trainer: L.Trainer, text: str) -> None:
         if self.active and trainer.is_global_zero:
-            print(f"[{_clock(time.monotonic() - self._start)}] {text}", flush=True)
+            print(f"[{clock(time.monotonic() - self._start)}] {text}", flush=True)
 
     # ----- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -104,7 +104,10 @@ def is_terminal(stream) -> bool:
         return False
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """h:mm:ss of `seconds`; "?" for NaN (no rate to estimate from yet)."""
+    if seconds != seconds:
+        return "?"
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes // 60:d}:{minutes % 60:02d}:{seconds:02d}"
 

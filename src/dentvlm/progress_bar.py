@@ -11,6 +11,8 @@ import time
 
 from lightning.pytorch.callbacks import RichProgressBar
 
+from dentvlm.progress import clock
+
 # The validation numbers shown on the bar, in order of preference per kind.
 VAL_LOSS = ("val/classification/loss", "val/report/loss", "val/chat/loss")
 VAL_HEADLINE = (("val/classification/subset_accuracy", "val acc"), ("val/classification/accuracy", "val acc"),
@@ -22,8 +24,7 @@ def remaining(trainer, started: float) -> str | None:
     total, done = trainer.estimated_stepping_batches, trainer.global_step
     if not done or total == float("inf"):
         return None
-    seconds = int((time.monotonic() - started) / done * max(0, total - done))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return clock((time.monotonic() - started) / done * max(0, total - done))
 
 
 class DentProgressBar(RichProgressBar):

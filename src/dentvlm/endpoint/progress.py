@@ -7,7 +7,7 @@ import time
 
 from tqdm import tqdm
 
-from dentvlm.progress import is_terminal
+from dentvlm.progress import clock, is_terminal
 
 
 class RequestProgress:
@@ -35,15 +35,8 @@ class RequestProgress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         return (f"{self.label}: {self.done}/{self.total} requests ({self.cached} cached), {rate:.2f} req/s, "
-                f"elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
+                f"elapsed {clock(elapsed)}, ETA {clock(eta)}")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _clock(seconds: float) -> str:
-    if seconds != seconds:  # nan: no rate yet
-        return "?"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes // 60:d}:{minutes % 60:02d}:{seconds:02d}"
