@@ -157,7 +157,7 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
           max_request_pixels: int = 128_000_000, max_request_bytes: int = 200_000_000, cutoff_len: int = 4096,
           min_pixels: int | None = None, max_pixels: int | None = None, context_len: int | None = None,
           dtype: str = "auto", accelerator: str = "auto", devices: int | str = "auto", workers_per_device: int = 1,
-          timeout: float = 300.0, log_level: str = "warning") -> None:
+          timeout: float = 300.0, log_level: str = "warning", base_model: str | None = None) -> None:
     """Serve a checkpoint, export or model folder as an OpenAI-compatible chat completions API (LitServe).
 
     Ctrl+C or SIGTERM (`kill`) stops the server and its worker processes and exits with status 0; a second
@@ -197,6 +197,8 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
         workers_per_device: Inference workers (model copies) per device.
         timeout: Seconds a request may wait in the queue before HTTP 504.
         log_level: Server log level (info shows every request line).
+        base_model: The base model's folder, when it is no longer where the checkpoint recorded it (a
+            moved copy; a different model is refused).
     """
     settings = dict(locals())
     from dentvlm.serve.server import serve as run_server

@@ -53,6 +53,21 @@ def test_export_and_predict_take_the_moved_base_model(moved, tmp_path):
     assert json.loads(line)["checkup_id"] == "c1"
 
 
+def test_serve_takes_the_moved_base_model(moved):
+    """The request checks (the context length is the base model's) and the worker's model load both find it."""
+    from dentvlm.openai_chat import ImageLimits
+    from dentvlm.serve.requests import ServingLimits
+    from dentvlm.serve.server import build_server
+
+    folder, new = moved
+    limits = ServingLimits(ImageLimits(), 64, 16)
+    with pytest.raises(FileNotFoundError, match="pass --base_model"):
+        build_server(str(folder), limits)
+    api = build_server(str(folder), limits, base_model=str(new)).lit_api
+    api.setup("cpu")  # what each inference worker does
+    assert api.model.base == str(new)
+
+
 def test_a_different_model_is_refused(moved, trained_run, tmp_path, capsys):
     folder, new = moved
     other = tmp_path / "other"

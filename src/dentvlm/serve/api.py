@@ -105,9 +105,10 @@ class ReaderFactory:
     """Picklable: builds the `RequestReader` of a served model (processor + image budget + limits)."""
 
     def __init__(self, model_folder: str, limits: ServingLimits, cutoff_len: int, min_pixels: int | None,
-                 max_pixels: int | None, context_len: int | None):
+                 max_pixels: int | None, context_len: int | None, base_model: str | None = None):
         self.model_folder, self.limits, self.cutoff_len = model_folder, limits, cutoff_len
         self.min_pixels, self.max_pixels, self.context_len = min_pixels, max_pixels, context_len
+        self.base_model = base_model
 
     def __call__(self, processor=None) -> RequestReader:
         from pathlib import Path
@@ -117,7 +118,7 @@ class ReaderFactory:
 
         folder = Path(self.model_folder)
         processor = processor or folder_processor(folder)
-        context_len = self.context_len or context_length(folder)
+        context_len = self.context_len or context_length(folder, self.base_model)
         encoder = ChatEncoder(processor, self.cutoff_len, "error", self.min_pixels, self.max_pixels,
                               context_len=context_len)
         return RequestReader(encoder, self.limits)
@@ -133,13 +134,16 @@ class DentChatAPI(ls.LitAPI):
         dtype: Weight dtype.
         max_batch_size: Requests generated together.
         batch_timeout: Seconds to wait for a batch to fill.
+        base_model: An adapter's base model folder when it moved (see `dentvlm.base_model`).
     """
 
     def __init__(self, model_path: str, reader_factory: ReaderFactory, model: ModelCard | None = None,
-                 dtype: str = "auto", max_batch_size: int = 8, batch_timeout: float = 0.05):
+                 dtype: str = "auto", max_batch_size: int = 8, batch_timeout: float = 0.05,
+                 base_model: str | None = None):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
                          spec=CheckedOpenAISpec(reader_factory, model))
         self.model_path, self.dtype, self.reader_factory = model_path, dtype, reader_factory
+        self.base_model = base_model
 
     def setup(self, device) -> None:
         from dentvlm.inference.load import load_for_inference
@@ -148,7 +152,7 @@ class DentChatAPI(ls.LitAPI):
         die_with_parent()  # a killed `dentvlm serve` takes its inference workers along
         quiet_child()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self.model = load_for_inference(self.model_path, self.dtype, device=device)
+        self.model = load_for_inference(self.model_path, self.dtype, device=device, base_model=self.base_model)
         self.reader = self.reader_factory(self.model.processor)
 
     def authorize(self) -> None:

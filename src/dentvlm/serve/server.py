@@ -180,16 +180,16 @@ def build_server(model_path: str, limits: ServingLimits, api_key_env: str | None
                  context_len: int | None = None, max_batch_size: int = 8, batch_timeout: float = 0.05,
                  accelerator: str = "auto", devices: int | str = "auto", workers_per_device: int = 1,
                  timeout: float = 300.0, max_request_bytes: int = 200_000_000,
-                 model_name: str | None = None) -> DentLitServer:
+                 model_name: str | None = None, base_model: str | None = None) -> DentLitServer:
     """A LitServer for `model_path` (see `dentvlm.inference.load.model_folder`); run it with
     ``.run(host, port)``. The request checks load the processor here, before any worker starts."""
     from dentvlm.inference.load import model_folder
     from dentvlm.serve.api import DentChatAPI, ReaderFactory
 
     folder = model_folder(model_path)
-    factory = ReaderFactory(str(folder), limits, cutoff_len, min_pixels, max_pixels, context_len)
+    factory = ReaderFactory(str(folder), limits, cutoff_len, min_pixels, max_pixels, context_len, base_model)
     card = ModelCard(model_name or default_model_name(model_path), int(Path(folder).stat().st_mtime))
-    api = DentChatAPI(model_path, factory, card, dtype, max_batch_size, batch_timeout)
+    api = DentChatAPI(model_path, factory, card, dtype, max_batch_size, batch_timeout, base_model)
     api.spec._reader = factory()  # fails now, with one line, on a folder without a usable processor
     digest = api_key_digest(api_key_env)
     gates = [(BodyLimit, {"max_bytes": max_request_bytes})] + ([(ApiKeyGate, {"digest": digest})] if digest else [])
@@ -204,7 +204,7 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
           max_request_pixels: int = 128_000_000, max_request_bytes: int = 200_000_000, cutoff_len: int = 4096,
           min_pixels: int | None = None, max_pixels: int | None = None, context_len: int | None = None,
           dtype: str = "auto", accelerator: str = "auto", devices: int | str = "auto", workers_per_device: int = 1,
-          timeout: float = 300.0, log_level: str = "warning") -> None:
+          timeout: float = 300.0, log_level: str = "warning", base_model: str | None = None) -> None:
     """See `dentvlm.commands.serve` (the CLI) for the arguments. Returns once stopped by SIGINT or SIGTERM."""
     if host not in HOSTS:
         raise ValueError(f"--host {host!r}: choose 127.0.0.1 (this machine only), 0.0.0.0 or :: (every interface)")
@@ -230,7 +230,7 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 8000, api_key_en
         try:
             server = build_server(checkpoint, limits, api_key_env, dtype, cutoff_len, min_pixels, max_pixels,
                                   context_len, max_batch_size, batch_timeout, accelerator, devices,
-                                  workers_per_device, timeout, max_request_bytes, model_name)
+                                  workers_per_device, timeout, max_request_bytes, model_name, base_model)
             announce(checkpoint, host, port, server.lit_api.spec.model.name, api_key_env if digest else None,
                      max_batch_size)
             server.run(host=host, port=port, num_api_servers=1, log_level=log_level, generate_client_file=False)
