@@ -10,8 +10,10 @@ END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
 def end_token_ids(tokenizer) -> list[int]:
     """Every end token the tokenizer has: the chat turn end, the document end, and its eos token."""
-    vocabulary = tokenizer.get_vocab()
-    ids = [vocabulary[token] for token in END_TOKENS if token in vocabulary]
+    # a token the tokenizer lacks converts to None or to its unknown token's id: keep only round trips
+    # (cheap, where get_vocab() builds the whole vocabulary on every generate call)
+    ids = [i for token, i in zip(END_TOKENS, tokenizer.convert_tokens_to_ids(list(END_TOKENS)))
+           if i is not None and tokenizer.convert_ids_to_tokens(i) == token]
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     if not ids:
