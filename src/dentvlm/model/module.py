@@ -370,19 +370,24 @@ class DentVLM(L.LightningModule):
         """Batches per rank to generate for: the same on every rank (generation is collective under
         FSDP), so it comes from the configured batch size, never from a batch's own rows (a worker's
         last batch may be short, and which one is differs between ranks)."""
-        samples = self.hparams.generate_samples
-        datamodule = self.trainer.datamodule
-        hparams = getattr(datamodule, "hparams", {})
-        batch_size = hparams.get("eval_batch_size") or hparams.get("batch_size")
+        samples, batch_size = self.hparams.generate_samples, self._eval_batch_size()
         if samples < 0 or not batch_size:
             return math.inf
         return math.ceil(samples / (batch_size * self.trainer.world_size))
 
+    def _eval_batch_size(self) -> int | None:
+        """The configured rows of an evaluation batch (data.eval_batch_size, else data.batch_size)."""
+        hparams = getattr(self.trainer.datamodule, "hparams", {})
+        return hparams.get("eval_batch_size") or hparams.get("batch_size")
+
     # ----- generation -----------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, batch: dict) -> list[str]:
-        """Answers for the batch's generation prompts (left-padded, KV-cached), with exactly the
-        configured settings (`generation_config`)."""
+    @contextlib.contextmanager
+    def _inference(self, batch: dict):
+        """The batch's generation inputs (left-padded prompts), and whether forwards must stay in step across
+        ranks, for calls outside `forward` (generation, class scoring) within one set-up: under FSDP2 on
+        several ranks the parameters are gathered once for the whole block (`gather_for_generation`), else
+        every forward is collective and a batch without images gets a keep-alive image; the base-model
+        baselines run with the adapter off."""
         sharded = self._uses_fsdp() and self.trainer.world_size > 1
         gathered = sharded and self.hparams.gather_for_generation
         inputs = model_inputs(batch, generation=True, pixels=self.pixels)
@@ -391,25 +396,39 @@ class DentVLM(L.LightningModule):
         if sharded and not gathered:  # every forward is collective: the vision tower must run everywhere
             inputs, _ = self._with_keepalive(inputs, None, left=True)
         with self._adapter_switch(), gathered_parameters(self.network, gathered):
-            output = self.network.generate(
-                **inputs,
-                # Sharded forwards are collective, so every rank must run as many as the longest answer;
-                # with the parameters gathered for the whole call, each rank stops when its batch is done.
-                synced_gpus=sharded and not gathered,
-            )
+            yield inputs, sharded and not gathered
+
+    @torch.no_grad()
+    def generate(self, batch: dict) -> list[str]:
+        """Answers for the batch's generation prompts (left-padded, KV-cached), with exactly the
+        configured settings (`generation_config`)."""
+        with self._inference(batch) as (inputs, in_step):
+            return self._generate(inputs, in_step)
+
+    def _generate(self, inputs: dict, in_step: bool) -> list[str]:
+        # Sharded forwards are collective, so every rank must run as many as the longest answer; with the
+        # parameters gathered for the whole call, each rank stops when its batch is done.
+        output = self.network.generate(**inputs, synced_gpus=in_step)
         return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
+    @torch.no_grad()
     def predictions(self, batch: dict, score: bool = False) -> list[Prediction]:
         """Generated answers as `Prediction`s, with class probabilities when `score` (classification);
-        padding rows are generated (collectives) but dropped."""
-        answers = self.generate(batch)
-        scored = self.class_scores(batch) if score else None
+        padding rows are generated (collectives) but dropped. Generation and scoring share one set-up
+        (inputs made once, parameters gathered once)."""
+        with self._inference(batch) as (inputs, in_step):
+            answers = self._generate(inputs, in_step)
+            scored = self._class_scores(batch, inputs) if score and self._scores_classes(batch) else None
         return self._as_predictions(batch, answers, scored)
 
+    @torch.no_grad()
     def threshold_predictions(self, batch: dict) -> list[Prediction]:
         """Class probabilities of checkups that only choose operating thresholds (no answer generated)."""
-        scored = self.class_scores(batch)
-        return self._as_predictions(batch, [""] * len(batch["meta"]), scored) if scored is not None else []
+        if not self._scores_classes(batch):
+            return []
+        with self._inference(batch) as (inputs, _):
+            scored = self._class_scores(batch, inputs)
+        return self._as_predictions(batch, [""] * len(batch["meta"]), scored)
 
     def _as_predictions(self, batch: dict, answers: list[str], scored: list[dict] | None) -> list[Prediction]:
         prompts = self.tokenizer.batch_decode(batch["gen_input_ids"], skip_special_tokens=True)
@@ -422,27 +441,18 @@ class DentVLM(L.LightningModule):
             if not pad
         ]
 
-    @torch.no_grad()
-    def class_scores(self, batch: dict) -> list[dict[str, float]] | None:
-        """Per row, each class's probability (`dentvlm.model.scoring`), or None when the batch is not
-        classification or `score_classes` is off. Collective under FSDP2 like `generate`."""
+    def _scores_classes(self, batch: dict) -> bool:
+        return bool(self.hparams.score_classes) and batch["meta"][0]["task"] == "classification"
+
+    def _class_scores(self, batch: dict, inputs: dict) -> list[dict[str, float]]:
+        """Per row, each class's probability (`dentvlm.model.scoring`), from the batch's generation `inputs`
+        (made by `_inference`, within which this runs). Collective under FSDP2 like generation."""
         datamodule = self.trainer.datamodule
-        if not self.hparams.score_classes or batch["meta"][0]["task"] != "classification":
-            return None
         hp = datamodule.hparams
         key = (datamodule.classes, hp.multi_label, hp.none_answer)
         if key not in self._answer_sets:
             self._answer_sets[key] = answer_sets(*key, self.tokenizer)
-        sharded = self._uses_fsdp() and self.trainer.world_size > 1
-        gathered = sharded and self.hparams.gather_for_generation
-        inputs = model_inputs(batch, generation=True, pixels=self.pixels)
-        if sharded:
-            prepare_for_calls_outside_forward(self.network)
-        if sharded and not gathered:
-            inputs, _ = self._with_keepalive(inputs, None, left=True)
-        with self._adapter_switch(), gathered_parameters(self.network, gathered):
-            scores = score_answers(self.network, inputs, self._answer_sets[key],
-                                   max_rows=hp.get("eval_batch_size") or hp.get("batch_size"))
+        scores = score_answers(self.network, inputs, self._answer_sets[key], max_rows=self._eval_batch_size())
         probabilities, _ = class_probabilities(scores, self._answer_sets[key])
         return [dict(zip(datamodule.classes, row)) for row in probabilities.tolist()]
 
