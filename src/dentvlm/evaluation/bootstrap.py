@@ -75,10 +75,11 @@ def classification_intervals(predictions: list[Prediction], classes: Sequence[st
                              resamples: int, seed: int) -> dict[str, tuple[float, float]]:
     pred, true, exact = answer_arrays(predictions, classes, multi_label)
     name = "subset_accuracy" if multi_label else "accuracy"
-    return {
-        name: bootstrap_interval(exact, lambda i: float(exact[i].mean()), resamples, seed),
-        "macro_f1": bootstrap_interval(exact, lambda i: macro_f1(pred[i], true[i]), resamples, seed),
-    }
+    if len(exact) == 0 or resamples < 1:
+        return {name: (float("nan"), float("nan")), "macro_f1": (float("nan"), float("nan"))}
+    # both statistics from one pass over the resamples (the same ones that two passes with one seed draw)
+    both = bootstrap_intervals(len(exact), lambda i: (exact[i].mean(), macro_f1(pred[i], true[i])), resamples, seed)
+    return {name: tuple(map(float, both[0])), "macro_f1": tuple(map(float, both[1]))}
 
 
 def report_intervals(predictions: list[Prediction], scores, classes: Sequence[str], resamples: int,
@@ -89,8 +90,7 @@ def report_intervals(predictions: list[Prediction], scores, classes: Sequence[st
     generated, references = [p.generated for p in predictions], [p.reference for p in predictions]
     meteor = np.array([scores.text["meteor"].score(g, r) for g, r in zip(generated, references)])
     similarity = scores.text["embedding_similarity"].pair_scores(generated, references).numpy()
-    pred = np.array([multi_hot(p.parsed_labels, classes) for p in predictions], dtype=bool)
-    true = np.array([multi_hot(p.true_labels, classes) for p in predictions], dtype=bool)
+    pred, true, _ = answer_arrays(predictions, classes, multi_label=True)
     return {
         "meteor": bootstrap_interval(meteor, lambda i: float(meteor[i].mean()), resamples, seed),
         "embedding_similarity": bootstrap_interval(similarity, lambda i: float(similarity[i].mean()), resamples, seed),
