@@ -8,27 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dentvlm.evaluation.markdown import UNDEFINED, pct, table
 from dentvlm.evaluation.operating_points import RATES
 from dentvlm.evaluation.subgroups import metric_names
 
-NA, UNDEFINED = "not available", "n/a"
+NA = "not available"
 RATE_TITLES = {"sensitivity": "Sens", "specificity": "Spec", "ppv": "PPV", "npv": "NPV"}
 METRIC_TITLES = {"subset_accuracy": "Subset acc.", "accuracy": "Accuracy", "macro_f1": "F1 (macro)",
                  "macro_auroc": "AUROC (macro)"}
 GAP_TITLES = {"subset_accuracy": "subset accuracy", "accuracy": "accuracy", "macro_f1": "macro F1",
               "macro_auroc": "macro AUROC"}
-
-
-def pct(value: float | None, bounds: list[float] | None = None) -> str:
-    """A rate in % with one decimal and its interval; "n/a" when not defined."""
-    if value is None:
-        return UNDEFINED
-    return f"{100 * value:.1f}" + (f" [{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]" if bounds else "")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
 
 
 def _points(target: float) -> list[tuple[str, str]]:
@@ -65,7 +54,7 @@ def class_table(entry: dict, classes: Sequence[str]) -> list[str]:
         for key, _ in points:
             cells += _point_cells(entry["operating_points"][key], row, key != "generated_answers")
         rows.append(cells)
-    return _table(header, rows)
+    return table(header, rows) + [""]
 
 
 def _notes(entry: dict) -> list[str]:
@@ -106,7 +95,7 @@ def subgroup_table(subgroups: dict, multi_label: bool) -> list[str]:
                                                                                      row["ci"].get("macro_auroc")))
             rows.append([kind, value, str(row["n"])] + cells)
     lines = [f"Subgroups (groups under {subgroups['min_group_size']} test checkups are counted, not scored):", ""]
-    lines += _table(["Group", "Value", "n"] + [METRIC_TITLES[name] for name in names], rows)
+    lines += table(["Group", "Value", "n"] + [METRIC_TITLES[name] for name in names], rows) + [""]
     return lines + _gap_lines(subgroups["largest_gaps"]) + [""]
 
 
@@ -135,7 +124,8 @@ def calibration_table(entries: dict[str, dict], classes: Sequence[str]) -> list[
             f"Expected calibration error (ECE, %, lower is better; torchmetrics' binary calibration error): "
             f"{bins} equal-width probability bins, L1 norm: |observed frequency - mean probability| per bin, "
             "weighted by the bin's share of (checkup, class) pairs. Per class, and pooled over all classes. "
-            "Reliability diagrams: `reliability_<variant>.png`.", ""] + _table(["Model", *classes, "Pooled"], rows)
+            "Reliability diagrams: `reliability_<variant>.png`.", "",
+            *table(["Model", *classes, "Pooled"], rows), ""]
 
 
 def clinical_sections(variants: dict[str, dict], classes: Sequence[str], multi_label: bool) -> list[str]:

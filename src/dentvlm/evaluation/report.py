@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dentvlm.evaluation.clinical_report import clinical_sections
+from dentvlm.evaluation.markdown import table
 
 CLASSIFICATION_COLUMNS = {
     False: [("accuracy", "Accuracy"), ("macro_precision", "Precision"), ("macro_recall", "Recall"),
@@ -26,11 +27,6 @@ def percent(value: float, interval: tuple[float, float] | None = None) -> str:
     if interval and not np.isnan(interval[0]):
         text += f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
     return text
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def write_report_md(path: Path, results: dict) -> None:
@@ -51,10 +47,10 @@ def write_report_md(path: Path, results: dict) -> None:
         lines += ["## Classification", ""]
         rows = [[name, str(m["samples"])] + [percent(m[key], m.get("ci", {}).get(key)) for key, _ in columns]
                 + _answer_counts(m, "unparseable") for name, m in with_task]
-        lines += _table(["Model", "Samples"] + [title for _, title in columns] + COUNT_TITLES, rows) + [""]
+        lines += table(["Model", "Samples"] + [title for _, title in columns] + COUNT_TITLES, rows) + [""]
         lines += ["Per-class F1:", ""]
         per_class = [[name] + [percent(f) for f in m["per_class_f1"]] for name, m in with_task]
-        lines += _table(["Model"] + classes, per_class)
+        lines += table(["Model"] + classes, per_class)
         lines += [""]
     lines += clinical_sections(variants, classes, settings["multi_label"])
     with_report = [(name, v["report"]) for name, v in variants.items() if "report" in v]
@@ -64,7 +60,7 @@ def write_report_md(path: Path, results: dict) -> None:
                   "Finding F1: conditions named in the generated diagnosis section vs. the reference's.", ""]
         rows = [[name, str(m["samples"])] + [percent(m[key], m.get("ci", {}).get(key)) for key, _ in REPORT_COLUMNS]
                 + _answer_counts(m, "unparseable_diagnosis") for name, m in with_report]
-        lines += _table(["Model", "Samples"] + [title for _, title in REPORT_COLUMNS] + COUNT_TITLES, rows) + [""]
+        lines += table(["Model", "Samples"] + [title for _, title in REPORT_COLUMNS] + COUNT_TITLES, rows) + [""]
     lines += _endpoint_table(variants)
     path.write_text("\n".join(lines) + "\n")
 
@@ -87,7 +83,7 @@ def _endpoint_table(variants: dict) -> list[str]:
                      str(d["refused"]), str(d["prompt_tokens"]), str(d["completion_tokens"]), cost, rate])
     return ["## Endpoints", "", "Variants answered by an OpenAI-compatible API. Tokens and cost count the requests "
             "this run sent (cached answers cost nothing); refused requests count as unparseable answers.", ""] + \
-        _table(["Model", "Endpoint", "Name", "Requests", "Cached", "Retries", "Refused", "Prompt tokens",
+        table(["Model", "Endpoint", "Name", "Requests", "Cached", "Retries", "Refused", "Prompt tokens",
                 "Completion tokens", "Cost", "Requests/s"], rows) + [""]
 
 

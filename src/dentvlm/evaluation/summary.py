@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dentvlm.evaluation.markdown import pct
 from dentvlm.evaluation.report import CLASSIFICATION_COLUMNS, REPORT_COLUMNS
 
 # The few numbers a terminal table shows per task (report.md has them all).
@@ -27,11 +28,7 @@ def headline(task: str, metrics: dict, multi_label: bool) -> list[tuple[str, str
     for key in keys:
         if key not in metrics:
             continue
-        text = f"{100 * metrics[key]:.1f}"
-        interval = metrics.get("ci", {}).get(key)
-        if interval and interval[0] == interval[0]:  # not NaN
-            text += f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
-        cells.append((titles.get(key, key), text))
+        cells.append((titles.get(key, key), pct(metrics[key], metrics.get("ci", {}).get(key))))
     return cells
 
 
@@ -43,11 +40,7 @@ def clinical_headline(clinical: dict) -> list[tuple[str, str]]:
     if "not_available" in discrimination:
         return [("AUROC (macro)", "not available")]
     macro = discrimination["macro"]
-    if macro.get("auroc") is None:
-        return [("AUROC (macro)", "n/a")]
-    interval = macro.get("ci", {}).get("auroc")
-    text = f"{100 * macro['auroc']:.1f}" + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
-    return [("AUROC (macro)", text)]
+    return [("AUROC (macro)", pct(macro.get("auroc"), macro.get("ci", {}).get("auroc")))]
 
 
 def variant_table(name: str, entry: dict, multi_label: bool) -> list[str]:
