@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dentvlm.folder_swap import swap_in
 from dentvlm.ingest.common import IngestError
 from dentvlm.permissions import follow_umask
 
@@ -120,22 +121,6 @@ class BuildFolder:
         if not self.out.exists():
             os.replace(self.path, self.out)
             return
-        old = [name for name in [MANIFEST, *self.old_files] if (self.out / name).exists()]  # manifest first
-        aside = Path(tempfile.mkdtemp(prefix=self._prefixes()[1], dir=self.out))
-        moved_aside, moved_in = [], []
-        try:
-            for name in dict.fromkeys(old):
-                os.replace(self.out / name, aside / name)
-                moved_aside.append(name)
-            for name in [*(n for n in built if n != MANIFEST), MANIFEST]:  # the manifest last
-                os.replace(self.path / name, self.out / name)
-                moved_in.append(name)
-        except BaseException:
-            for name in moved_in:
-                (self.out / name).unlink(missing_ok=True)
-            for name in moved_aside:
-                os.replace(aside / name, self.out / name)
-            aside.rmdir()
-            raise
-        shutil.rmtree(aside)
+        swap_in(self.out, self.path, [*(n for n in built if n != MANIFEST), MANIFEST],  # the manifest last
+                [MANIFEST, *self.old_files], self._prefixes()[1])
         self.path.rmdir()

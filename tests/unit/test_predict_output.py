@@ -78,3 +78,27 @@ def test_a_staging_folder_left_by_a_killed_run_is_not_the_users(tmp_path):
     out.mkdir()
     (out / ".dentvlm-predict.partial-x1").mkdir()
     check_output_folder(out, False, [tmp_path / "src.jsonl"])
+
+
+def test_a_failure_while_swapping_puts_the_old_predictions_back(tmp_path, monkeypatch):
+    """A rename failing half-way (old files moved aside, one new file in) moves everything back: never new
+    predictions beside an old summary and marker."""
+    import os
+
+    out = tmp_path / "preds"
+    publish(out, "one")
+    calls = {"n": 0}
+    real_replace = os.replace
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if calls["n"] == len(OUTPUTS) + 2:  # marker and outputs moved aside, one new file moved in
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        publish(out, "two")
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, MARKER])  # no staging or aside folder
+    assert all((out / name).read_text() == "one" for name in OUTPUTS)

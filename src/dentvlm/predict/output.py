@@ -10,10 +10,11 @@ is complete.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from dentvlm.folder_swap import swap_in
 
 MARKER = ".dentvlm-predict.json"
 PARTIAL = ".dentvlm-predict.partial-"  # staging folders (a killed run may leave one; it is not the user's)
@@ -69,9 +70,7 @@ class OutputFolder:
             self.out.rmdir()
 
     def publish(self) -> None:
-        """Each of predict's files replaces its old version by a rename; the marker names them."""
-        for name in OUTPUTS:
-            os.replace(self.staging / name, self.out / name)
+        """Predict's files replace their old versions (see `swap_in`); the marker, which names them, last."""
         marker = self.staging / MARKER
         marker.write_text(json.dumps({"written_by": "dentvlm predict", "files": list(OUTPUTS)}) + "\n")
-        os.replace(marker, self.out / MARKER)
+        swap_in(self.out, self.staging, [*OUTPUTS, MARKER], [MARKER, *OUTPUTS], PARTIAL)
