@@ -25,6 +25,14 @@ def identity(folder: Path) -> dict:
     return {"config_sha256": digest, "model_type": config.get("model_type"), "folder_name": Path(folder).name}
 
 
+def different_model(folder: Path, expected: dict | None) -> str | None:
+    """None when the model in `folder` is the one `expected` (a recorded `identity`) describes, or nothing was
+    recorded; else what was recorded, for an error message."""
+    if not expected or identity(folder)["config_sha256"] == expected.get("config_sha256"):
+        return None
+    return f"a {expected.get('model_type')} model from a folder named {expected.get('folder_name')!r}"
+
+
 def base_model_folder(description: dict, where: Path, override: str | None = None) -> str:
     """The folder of the base model a checkpoint folder's `description` (its dentvlm.json) names: `override`
     when given, else the recorded folder, else (for the embedded tiny model) the tiny model built here.
@@ -47,9 +55,8 @@ def base_model_folder(description: dict, where: Path, override: str | None = Non
         raise FileNotFoundError(f"{where / 'dentvlm.json'}: base model {recorded!r} is not there any more; pass "
                                 "--base_model <folder of that model> (a moved copy is recognised by its config)")
     folder = resolve_model_path(candidate)
-    if expected and identity(folder)["config_sha256"] != expected.get("config_sha256"):
+    recorded_model = different_model(folder, expected)
+    if recorded_model:
         raise ValueError(f"{folder}: not the base model this checkpoint was trained on ({where / 'dentvlm.json'} "
-                         f"records a {expected.get('model_type')} model from a folder named "
-                         f"{expected.get('folder_name')!r} whose config.json differs); point --base_model at that "
-                         "model")
+                         f"records {recorded_model} whose config.json differs); point --base_model at that model")
     return str(folder)

@@ -89,21 +89,13 @@ def check_before_run(subcommand: str, ckpt_path: str | None, trainer, datamodule
 
 def _check_class_scoring(model, datamodule) -> None:
     """What would stop class scoring at the first test batch, after the model loaded and answered."""
-    from dentvlm.model.scoring import MAX_ANSWER_SETS
+    from dentvlm.model.scoring import check_attention, check_class_count
 
     hp = model.hparams
     if not hp.score_classes or "classification" not in datamodule.eval_tasks:
         return
-    text_attention = hp.attn_implementation
-    if text_attention not in ("sdpa", "eager"):
-        raise ValueError(f"model.score_classes scores class probabilities under sdpa or eager attention for the "
-                         f"language model, not {text_attention!r}: set model.attn_implementation sdpa (the vision "
-                         "tower may keep model.vision_attn_implementation flash_attention_2), or model.score_classes "
-                         "false")
-    classes = len(datamodule.classes)
-    if datamodule.hparams.multi_label and 2 ** classes > MAX_ANSWER_SETS:
-        raise ValueError(f"model.score_classes: {classes} classes make {2 ** classes} multi-label answers to score; "
-                         f"up to {MAX_ANSWER_SETS} are scored (use fewer classes, or model.score_classes false)")
+    check_attention(hp.attn_implementation)
+    check_class_count(len(datamodule.classes), datamodule.hparams.multi_label)
 
 
 def _check_base_model(checkpoint: Path, model_path: str) -> None:
@@ -111,7 +103,7 @@ def _check_base_model(checkpoint: Path, model_path: str) -> None:
     wherever it lies; see `dentvlm.base_model`)."""
     import json
 
-    from dentvlm.base_model import identity
+    from dentvlm.base_model import different_model
     from dentvlm.checkpointing import DESCRIPTION, sidecar_dir
     from dentvlm.model.build import resolve_model_path
 
@@ -120,10 +112,10 @@ def _check_base_model(checkpoint: Path, model_path: str) -> None:
         expected = json.loads(described.read_text(encoding="utf-8")).get("base_model_identity")
     except (OSError, ValueError, AttributeError):
         return  # no readable description: the weights' own check (missing keys) still applies when loading
-    if expected and identity(resolve_model_path(model_path))["config_sha256"] != expected.get("config_sha256"):
+    recorded_model = different_model(resolve_model_path(model_path), expected)
+    if recorded_model:
         raise ValueError(f"model.model_path {model_path!r} is not the base model {checkpoint} was trained on "
-                         f"({described} records a {expected.get('model_type')} model from a folder named "
-                         f"{expected.get('folder_name')!r}); point model.model_path at that model")
+                         f"({described} records {recorded_model}); point model.model_path at that model")
 
 
 def resolved_checkpoint(ckpt_path: str | None, trainer) -> Path | None:

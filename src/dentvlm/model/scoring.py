@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import math
 from dataclasses import dataclass
 
 import torch
@@ -55,16 +54,29 @@ class AnswerSets:
         return AnswerTrie.of(self)
 
 
+def check_class_count(classes: int, multi_label: bool) -> None:
+    """Refuse a label vocabulary with more answers than `MAX_ANSWER_SETS` allows to enumerate."""
+    if multi_label and 2 ** classes > MAX_ANSWER_SETS:
+        raise ValueError(f"model.score_classes: {classes} classes make {2 ** classes} multi-label answers to score; "
+                         f"up to {MAX_ANSWER_SETS} are scored (use fewer classes, or model.score_classes false)")
+
+
+def check_attention(attention: str) -> None:
+    """Refuse a language-model attention implementation that takes no 4-D mask (flash attention)."""
+    if attention not in ("sdpa", "eager"):
+        raise ValueError(f"model.score_classes scores class probabilities under sdpa or eager attention for the "
+                         f"language model, not {attention!r}: set model.attn_implementation sdpa (the vision "
+                         "tower may keep model.vision_attn_implementation flash_attention_2), or model.score_classes "
+                         "false")
+
+
 def answer_sets(classes: tuple[str, ...], multi_label: bool, none_answer: str, tokenizer) -> AnswerSets:
     """The allowed answers of the classification task (see the module docstring).
 
     Raises:
         ValueError: more classes than `MAX_ANSWER_SETS` allows to enumerate.
     """
-    if multi_label and 2 ** len(classes) > MAX_ANSWER_SETS:
-        raise ValueError(f"{len(classes)} classes make {2 ** len(classes)} multi-label answers; class probabilities "
-                         f"are scored for up to {int(math.log2(MAX_ANSWER_SETS))} classes (model.score_classes: false "
-                         "to evaluate without them)")
+    check_class_count(len(classes), multi_label)
     if multi_label:
         subsets = [s for size in range(len(classes) + 1) for s in itertools.combinations(range(len(classes)), size)]
     else:
@@ -173,10 +185,7 @@ def continuation_mask(prefix_mask: torch.Tensor, seen: torch.Tensor, attention: 
     Raises:
         ValueError: the language model's attention implementation takes no 4-D mask.
     """
-    if attention not in ("sdpa", "eager"):
-        raise ValueError(f"class probabilities are scored under sdpa or eager attention, not {attention!r}: set "
-                         "model.attn_implementation sdpa (model.vision_attn_implementation may stay flash), or "
-                         "model.score_classes false")
+    check_attention(attention)
     batch, prefix = prefix_mask.shape
     n = seen.shape[0]
     allowed = torch.cat([prefix_mask.bool()[:, None, :].expand(batch, n, prefix),
