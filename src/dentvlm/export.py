@@ -19,9 +19,13 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dentvlm.checkpointing import DESCRIPTION, sidecar_dir
 from dentvlm.permissions import follow_umask
+
+if TYPE_CHECKING:
+    import torch
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 CARRIED_FILES = ("labels.json", "config.yaml", DESCRIPTION)
@@ -113,10 +117,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
         for name in CARRIED_FILES:
             if (folder / name).is_file():
                 shutil.copy2(folder / name, staging / name)
-        if verify:
-            verify_export(staging, base if adapter and not merge else None)
         if verify and adapter and merge:
-            _check_merge(staging, folder, base, max_merge_error)
+            _check_merge(staging, folder, base, max_merge_error)  # loads it as users will, then its logits
+        elif verify:
+            verify_export(staging, base if adapter else None)
         follow_umask(staging)  # mkdtemp made it 0700, safetensors writes 0600
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -199,26 +203,52 @@ def verify_export(folder: Path, base_model: str | None) -> None:
     Raises:
         ValueError: the folder does not load, or weights are missing, unexpected or of the wrong shape.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
 
     from dentvlm.model.build import load_vlm
 
-    problems = {}
-    try:
-        AutoProcessor.from_pretrained(folder)
-        if base_model is None:
-            model, info = AutoModelForImageTextToText.from_pretrained(folder, output_loading_info=True)
-            problems = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
-        else:
+    if base_model is None:
+        model = load_full_export(folder)
+    else:
+        try:
+            AutoProcessor.from_pretrained(folder)
             model = load_adapter(load_vlm(base_model), folder)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ValueError(f"export check failed: the written folder does not load ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        except LOAD_ERRORS as exc:
+            raise _not_loading(exc) from None
     del model
     gc.collect()
+
+
+LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
+
+
+def load_full_export(folder: Path, dtype: torch.dtype | None = None):
+    """A merged or full model folder loaded as its users will (its processor, then
+    `AutoModelForImageTextToText`, in `dtype` or as saved), every saved weight checked to have loaded.
+
+    Raises:
+        ValueError: the folder does not load, or weights are missing or of the wrong shape.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    try:
+        AutoProcessor.from_pretrained(folder)
+        model, info = AutoModelForImageTextToText.from_pretrained(folder, output_loading_info=True,
+                                                                  **({"dtype": dtype} if dtype else {}))
+    except LOAD_ERRORS as exc:
+        raise _not_loading(exc) from None
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
     if problems:
+        del model
+        gc.collect()
         detail = "; ".join(f"{k}: {list(v)[:3]}" for k, v in problems.items())
         raise ValueError(f"export check failed: weights did not load ({detail})")
+    return model
+
+
+def _not_loading(exc: Exception) -> ValueError:
+    return ValueError(f"export check failed: the written folder does not load ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''})")
 
 
 def _full_weights(folder: Path) -> str:

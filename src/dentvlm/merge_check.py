@@ -103,10 +103,14 @@ def check_device() -> str:
 
 
 def merge_error(merged_folder: Path, checkpoint_folder: Path, base_model: str) -> float:
-    """`error` of the module docstring for the merged export in `merged_folder`."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    """`error` of the module docstring for the merged export in `merged_folder`.
 
-    from dentvlm.export import load_adapter
+    Raises:
+        ValueError: the merged export does not load as its users will load it (`load_full_export`).
+    """
+    from transformers import AutoProcessor
+
+    from dentvlm.export import load_adapter, load_full_export
     from dentvlm.model.build import load_vlm
 
     inputs = verification_batch(checkpoint_folder, AutoProcessor.from_pretrained(checkpoint_folder))
@@ -116,7 +120,7 @@ def merge_error(merged_folder: Path, checkpoint_folder: Path, base_model: str) -
         base = last_logits(adapted, inputs)
     del adapted
     gc.collect()
-    merged = AutoModelForImageTextToText.from_pretrained(merged_folder, dtype=torch.float32).to(check_device()).eval()
+    merged = load_full_export(merged_folder, torch.float32).to(check_device()).eval()
     merged_logits = last_logits(merged, inputs)
     del merged
     gc.collect()

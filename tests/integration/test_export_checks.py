@@ -90,3 +90,18 @@ def test_good_export_is_checked_and_appears(folder, tmp_path):
     with pytest.raises(SystemExit):
         main(["export", str(folder), str(tmp_path / "taken")])
     assert (tmp_path / "taken" / "x").read_text() == "mine"
+
+
+def test_a_full_model_folder_missing_a_weight_does_not_pass_the_load_check(tiny_model_dir, tmp_path):
+    """The check a merged export passes before it appears (also the merged model the merge error measures)."""
+    from dentvlm.export import load_full_export
+
+    folder = tmp_path / "merged"
+    shutil.copytree(tiny_model_dir, folder)
+    assert load_full_export(folder) is not None
+    weights = load_file(folder / "model.safetensors")
+    dropped = next(k for k in weights if k.endswith("mlp.down_proj.weight"))
+    save_file({k: v for k, v in weights.items() if k != dropped}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="weights did not load"):
+        load_full_export(folder)
