@@ -162,10 +162,6 @@ class LabelParser:
     def _mentions(self, clause: str) -> list[Mention]:
         return [Mention(m.start(), m.end(), self._phrase_to_label[m.group(0)]) for m in self._pattern.finditer(clause)]
 
-    def find_all(self, text: str) -> list[str]:
-        """The affirmed condition names in `text`, in order of first mention, any vocabulary."""
-        return list(self.read(text).affirmed)
-
     def parse(self, text: str) -> list[str] | None:
         """Affirmed labels of the vocabulary in `text`, in vocabulary order (for generated answers).
 
