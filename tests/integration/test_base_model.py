@@ -53,12 +53,17 @@ def test_export_and_predict_take_the_moved_base_model(moved, tmp_path):
     assert json.loads(line)["checkup_id"] == "c1"
 
 
-def test_serve_takes_the_moved_base_model(moved):
+def test_serve_takes_the_moved_base_model(moved, monkeypatch):
     """The request checks (the context length is the base model's) and the worker's model load both find it."""
+    import dentvlm.processes
+    import dentvlm.serve.api
     from dentvlm.openai_chat import ImageLimits
     from dentvlm.serve.requests import ServingLimits
     from dentvlm.serve.server import build_server
 
+    # a worker's signal settings (Ctrl+C ignored) would outlive this test in pytest and every process it starts
+    monkeypatch.setattr(dentvlm.serve.api, "quiet_child", lambda: None)
+    monkeypatch.setattr(dentvlm.processes, "die_with_parent", lambda: None)
     folder, new = moved
     limits = ServingLimits(ImageLimits(), 64, 16)
     with pytest.raises(FileNotFoundError, match="pass --base_model"):
