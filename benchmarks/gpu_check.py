@@ -103,45 +103,29 @@ def serve_once(check: Check, folder: Path) -> str:
     """Start `dentvlm serve` on `folder`, answer one chat request with an image, stop it; a one-line account."""
     import base64
     import io
-    import signal
     import urllib.request
 
     from PIL import Image
 
-    port = 8000 + os.getpid() % 1000
-    log = (check.work / "serve.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "dentvlm", "serve", str(folder), "--port", str(port),
-                               "--api_key_env", "GPU_CHECK_NO_KEY"], cwd=REPO, env=check.env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    from serving import start_server, stop_server
+
     started = time.monotonic()
+    server, url = start_server([str(folder), "--api_key_env", "GPU_CHECK_NO_KEY"], check.work / "serve.log",
+                               env=check.env, cwd=REPO)
     try:
-        while time.monotonic() - started < 300:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    raise RuntimeError(f"dentvlm serve exited {server.returncode} (log: "
-                                       f"{check.work / 'serve.log'})") from None
-                time.sleep(1)
         image = io.BytesIO()
         Image.new("RGB", (640, 480), (200, 120, 110)).save(image, "JPEG")
-        url = "data:image/jpeg;base64," + base64.b64encode(image.getvalue()).decode()
+        data_url = "data:image/jpeg;base64," + base64.b64encode(image.getvalue()).decode()
         body = {"model": "check", "max_tokens": 8, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "Which conditions?"}]}]}
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body).encode(),
+            {"type": "image_url", "image_url": {"url": data_url}}, {"type": "text", "text": "Which conditions?"}]}]}
+        request = urllib.request.Request(f"{url}/chat/completions", json.dumps(body).encode(),
                                          {"Content-Type": "application/json"})
         asked = time.monotonic()
         answer = json.loads(urllib.request.urlopen(request, timeout=300).read())
         text = answer["choices"][0]["message"]["content"]
         return f"answered {text[:40]!r} in {time.monotonic() - asked:.1f} s (ready after {asked - started:.0f} s)"
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        stop_server(server)
 
 
 def fit_metrics(run: Path) -> dict:

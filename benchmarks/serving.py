@@ -28,24 +28,44 @@ def dentvlm(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "dentvlm", *args], check=True)
 
 
-def start_server(checkpoint: str, max_batch_size: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(args: list[str], log: Path, env: dict | None = None, cwd: Path | None = None
+                 ) -> tuple[subprocess.Popen, str]:
+    """`python -m dentvlm serve ARGS` on a free loopback port, in a session of its own (see `stop_server`); its
+    process and base URL once /health answers.
+
+    Raises:
+        RuntimeError: it exited, or did not answer in 10 minutes (its log says why).
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "dentvlm", "serve", checkpoint, "--port", str(port),
-                                "--max_batch_size", str(max_batch_size)], stdout=log.open("wb"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "dentvlm", "serve", *args, "--port", str(port)],
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                               cwd=cwd)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"dentvlm serve exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"dentvlm serve exited {process.returncode} (log {log}): {log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
                 if response.status == 200:
                     return process, f"http://127.0.0.1:{port}/v1"
         except OSError:
             time.sleep(0.5)
-    raise SystemExit("dentvlm serve did not start in 10 minutes")
+    stop_server(process)
+    raise RuntimeError(f"dentvlm serve did not start in 10 minutes (log {log})")
+
+
+def stop_server(process: subprocess.Popen, timeout: float = 120) -> None:
+    """SIGTERM to the server's session (the server, its HTTP process and workers); SIGKILL after `timeout`."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:  # already gone
+        pass
 
 
 def main() -> None:
@@ -67,7 +87,10 @@ def main() -> None:
     dentvlm("test", *common, "--ckpt_path", args.checkpoint, "--results.baselines", "[]",
             "--results.out_dir", str(results))
     in_process = time.perf_counter() - start
-    server, url = start_server(args.checkpoint, args.max_batch_size, work / "serve.log")
+    try:
+        server, url = start_server([args.checkpoint, "--max_batch_size", str(args.max_batch_size)], work / "serve.log")
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
     rates = {}
     try:
         for concurrency in args.concurrency:
@@ -79,8 +102,7 @@ def main() -> None:
             details = json.loads((out / "metrics.json").read_text())["variants"]["served (dentvlm serve)"]["details"]
             rates[concurrency] = details
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=120)
+        stop_server(server)
     print((results / "report.md").read_text())
     print(f"in-process `dentvlm test` (load, generate, metrics): {in_process:.1f} s; uptime: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
