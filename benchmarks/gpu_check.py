@@ -128,19 +128,19 @@ def serve_once(check: Check, folder: Path) -> str:
         stop_server(server)
 
 
-def fit_metrics(run: Path) -> dict:
-    """The last value of each column of the fit's metrics.csv."""
+def metric_rows(run: Path) -> list[dict[str, float]]:
+    """The rows of the fit's metrics.csv, each with the columns it has a value for."""
     found = next(run.rglob("metrics.csv"), None)
+    with found.open() if found else open(os.devnull) as handle:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+
+
+def last_values(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The last value of each column."""
     values: dict[str, float] = {}
-    for row in csv.DictReader(found.open()) if found else []:
-        values.update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    for row in rows:
+        values.update(row)
     return values
-
-
-def losses(run: Path) -> list[float]:
-    found = next(run.rglob("metrics.csv"), None)
-    rows = csv.DictReader(found.open()) if found else []
-    return [float(row["train/loss"]) for row in rows if row.get("train/loss")]
 
 
 def model_parameters(model: Path) -> dict:
@@ -268,7 +268,8 @@ def main() -> int:
 
     run_config = yaml.safe_load(recipe.read_text())
     memory = estimate(run_config, args.size if args.size != "mini" else "7B", 1)["gib"]
-    train_losses = losses(work / "run")
+    rows = metric_rows(work / "run")
+    train_losses = [row["train/loss"] for row in rows if "train/loss" in row]
     if not train_losses or not all(math.isfinite(v) for v in train_losses):
         check.failures.append(f"training losses not all finite: {train_losses[:8]}")
     fit_probe, test_probe = (json.loads(p.read_text()) if p.is_file() else {}
@@ -279,7 +280,7 @@ def main() -> int:
         peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in probe.get("device", "")), None)
         figures = training_figures(probe, model_parameters(work / "model"),
                                    run_config["model"].get("gradient_checkpointing", False), peak)
-        print(table(check, figures, probe, memory, fit_metrics(work / "run"), serve, versions(device)))
+        print(table(check, figures, probe, memory, last_values(rows), serve, versions(device)))
         if "max_allocated_gib" in probe and args.size != "mini" and probe["max_allocated_gib"] > 1.2 * memory:
             check.failures.append(f"peak memory {probe['max_allocated_gib']:.1f} GiB passes the estimate "
                                   f"{memory:.2f} GiB by more than 20%")
